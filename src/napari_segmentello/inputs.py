@@ -1,0 +1,135 @@
+"""Model input recipes: how an image window and prompts become the network's channels.
+
+Shared by training and the engine so both build identical tensors. A recipe is
+``image_channels`` (1 = grayscale, 3 = RGB) plus a tuple of *extras*, each one
+more channel after the image:
+
+- ``pos``  the positive stroke ("this object"), 0/1
+- ``neg``  a negative stroke ("not this"), 0/1, zeros when absent
+- ``prev`` the previous mask for correction rounds, 0/1, zeros when absent
+- ``grad`` Sobel gradient magnitude of the grayscale image (the seed study's recipe:
+  grayscale + mask + gradient is ``image_channels=1, extras=("pos", "grad")``)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.filters import sobel
+
+from napari_segmentello.roi import ROI, crop, resize_image, resize_mask, roi_from_stroke
+
+EXTRAS = ("pos", "neg", "prev", "grad")
+_MAX_SAMPLES = 1_000_000
+
+
+def intensity_range(
+    image: np.ndarray, low: float = 1.0, high: float = 99.8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust per-channel (lo, hi) from percentiles of an H×W×C image, ignoring NaN/inf.
+
+    Large images are subsampled on a regular grid so the cost stays bounded.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"expected an H×W×C image, got shape {image.shape}")
+    h, w, c = image.shape
+    step = max(1, int(np.ceil(np.sqrt(h * w / _MAX_SAMPLES))))
+    sample = np.asarray(image[::step, ::step], dtype=np.float64).reshape(-1, c)
+    sample = np.where(np.isfinite(sample), sample, np.nan)
+    lo = np.zeros(c, np.float64)
+    hi = np.ones(c, np.float64)
+    for k in range(c):
+        col = sample[:, k]
+        col = col[~np.isnan(col)]
+        if col.size:
+            lo[k], hi[k] = np.percentile(col, [low, high])
+            if hi[k] <= lo[k]:  # flat channel: keep its level, avoid dividing by zero
+                hi[k] = lo[k] + 1.0
+    return lo, hi
+
+
+def to_model_image(window: np.ndarray, lo: np.ndarray, hi: np.ndarray, image_channels: int) -> np.ndarray:
+    """Scale an H×W×C window to [0, 1] with (lo, hi) and map C channels to ``image_channels``.
+
+    Mapping: 1 -> 3 repeats the channel; RGBA drops alpha (first three kept);
+    2 -> 3 adds their mean; C > 3 keeps the first three; anything -> 1 averages.
+    NaN/inf become 0.
+    """
+    x = (np.asarray(window, dtype=np.float32) - lo.astype(np.float32)) / (hi - lo).astype(np.float32)
+    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    c = x.shape[2]
+    if image_channels == 1:
+        return x.mean(axis=2, keepdims=True) if c != 1 else x
+    if image_channels != 3:
+        raise ValueError(f"image_channels must be 1 or 3, got {image_channels}")
+    if c == 1:
+        return np.repeat(x, 3, axis=2)
+    if c == 2:
+        return np.concatenate([x, x.mean(axis=2, keepdims=True)], axis=2)
+    return np.ascontiguousarray(x[:, :, :3])
+
+
+def n_channels(image_channels: int, extras: tuple[str, ...]) -> int:
+    """Input channel count of a recipe (validates the extras' names)."""
+    unknown = [e for e in extras if e not in EXTRAS]
+    if unknown:
+        raise ValueError(f"unknown input extras {unknown}; valid: {list(EXTRAS)}")
+    return image_channels + len(extras)
+
+
+def build_input(
+    image: np.ndarray,
+    pos: np.ndarray,
+    extras: tuple[str, ...],
+    *,
+    neg: np.ndarray | None = None,
+    prev: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stack a [0, 1] H×W×C image and the recipe's extras into a C'×H×W float32 array.
+
+    The image is centred (minus 0.5) so that all channels sit around zero.
+    """
+    n_channels(image.shape[2], extras)
+    planes = [np.moveaxis(image, 2, 0) - 0.5]
+    for name in extras:
+        if name == "pos":
+            plane = pos
+        elif name == "neg":
+            plane = neg if neg is not None else np.zeros(pos.shape, np.float32)
+        elif name == "prev":
+            plane = prev if prev is not None else np.zeros(pos.shape, np.float32)
+        else:  # grad
+            plane = sobel(image.mean(axis=2)) * 4.0
+        planes.append(np.asarray(plane, dtype=np.float32)[None])
+    return np.ascontiguousarray(np.concatenate(planes, axis=0), dtype=np.float32)
+
+
+def prepare_window(
+    image: np.ndarray,
+    stroke: np.ndarray,
+    spec,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    neg: np.ndarray | None = None,
+    prev: np.ndarray | None = None,
+) -> tuple[np.ndarray, ROI]:
+    """The model input for one stroke: ROI from the stroke, crop, normalise, resize, stack.
+
+    ``image`` is H×W×C (any dtype, numpy or lazily sliceable), ``stroke``/``neg``/``prev``
+    are H×W full-frame masks, ``spec`` provides ``image_channels``, ``extras``,
+    ``working_size`` and ``roi_margin`` (a :class:`~napari_segmentello.models.ModelSpec`).
+    Returns the C'×S×S float32 input and the ROI it was cut from. Training and the
+    engine both call this, so they cannot disagree.
+    """
+    roi = roi_from_stroke(stroke, margin=spec.roi_margin)
+    size = spec.working_size
+    window = crop(image, roi)
+    inside = roi.inside(image.shape[:2])
+    img = to_model_image(window, lo, hi, spec.image_channels) * inside[..., None]
+    img = resize_image(img, size)
+
+    def _mask(m: np.ndarray | None) -> np.ndarray | None:
+        return None if m is None else resize_mask(crop(np.asarray(m, bool), roi), size).astype(np.float32)
+
+    x = build_input(img, _mask(stroke), tuple(spec.extras), neg=_mask(neg), prev=_mask(prev))
+    return x, roi
