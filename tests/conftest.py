@@ -1,0 +1,21 @@
+"""Shared fixtures. The real data under ../shared/data is required: tests fail, never skip, without it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_segmentello.data import default_data_root
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """Root of the shared real data (``SEGMENTELLO_DATA`` or ``<checkout>/../shared/data``)."""
+    root = default_data_root()
+    if not (root / "coco-mini" / "annotations" / "instances_val.json").is_file():
+        pytest.fail(f"real data not found under {root}; set SEGMENTELLO_DATA or put shared/ beside the checkout")
+    return root
