@@ -1,5 +1,154 @@
-"""The CLI's subcommands (filled in by the engine: ``refine``, ``models``; and ``demo``)."""
+"""The CLI's subcommands: ``refine`` and ``models`` (the engine's), and ``demo``.
+
+Heavy imports (torch, scikit-image) happen inside the ``run`` functions so that
+``napari-segmentello --help`` stays fast.
+"""
 
 from __future__ import annotations
 
-SUBCOMMANDS: list = []
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_segmentello import demo
+
+_MASK_SUFFIXES = (".png", ".tif", ".tiff")
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="bundled model name or checkpoint path (default: default)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+
+
+def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="2D image (grayscale or channels last), any format scikit-image reads")
+    parser.add_argument("stroke", type=Path, help="stroke mask or label image (each nonzero id is one object)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output mask/labels (.png, .tif or .tiff)")
+    _add_model_arguments(parser)
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold in [0, 1) (default 0.5)")
+
+
+def _read(path: Path) -> np.ndarray:
+    from skimage.io import imread
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        return imread(path)
+    except (OSError, SyntaxError) as exc:  # imageio/Pillow report unreadable files as these
+        raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+
+
+def run_refine(args: argparse.Namespace) -> int:
+    """One id: a 0/255 mask; several ids: a label image (uint16, or uint32 TIFF for larger ids)."""
+    from skimage.io import imsave
+
+    from napari_segmentello.engine import refine, refine_labels
+
+    if args.output.suffix.lower() not in _MASK_SUFFIXES:
+        raise ValueError(f"output must end in one of {_MASK_SUFFIXES} (lossless), got {args.output.name!r}")
+    image, stroke = _read(args.image), _read(args.stroke)
+    ids = np.unique(stroke[stroke != 0])
+    options = {"model": args.model, "device": args.device, "threshold": args.threshold}
+    start = time.perf_counter()
+    if ids.size <= 1:
+        result = refine(image, stroke, **options).astype(np.uint8) * 255
+    else:
+        if ids.min() < 0:
+            raise ValueError(f"label ids must be positive to be written as a label image, got {ids.min()}")
+        result = refine_labels(image, stroke, **options)
+        fits16 = ids.max() <= np.iinfo(np.uint16).max
+        if not fits16 and args.output.suffix.lower() == ".png":
+            raise ValueError(f"label id {ids.max()} does not fit a 16-bit PNG; write a .tif instead")
+        result = result.astype(np.uint16 if fits16 else np.uint32)
+    elapsed = time.perf_counter() - start
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    imsave(args.output, result, check_contrast=False)
+    pixels = int(np.count_nonzero(result))
+    print(f"{args.output}: {max(ids.size, 1)} object(s), {pixels} pixels, {elapsed * 1000:.0f} ms")
+    return 0
+
+
+def add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="*", type=Path, help="checkpoint files to describe (default: bundled)")
+
+
+def _flatten(metrics: Any, prefix: str = "") -> list[str]:
+    """``{"val": {"iou": 0.8}}`` -> ``["val/iou=0.800"]``: nested metric dicts on one line."""
+    if isinstance(metrics, dict):
+        return [item for k, v in metrics.items() for item in _flatten(v, f"{prefix}{k}/")]
+    if isinstance(metrics, bool) or not isinstance(metrics, int | float):
+        return []
+    return [f"{prefix.rstrip('/')}={metrics if isinstance(metrics, int) else format(metrics, '.3f')}"]
+
+
+def _dataset_label(entry: Any) -> str:
+    """A training-data entry of the provenance: ``coco-mini/train (812 obj)`` from training's dicts."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    ann = entry.get("ann_file")
+    label = f"{Path(ann).parent.parent.name}/{Path(ann).stem.removeprefix('instances_')}" if ann else "?"
+    return f"{label} ({entry['instances']} obj)" if "instances" in entry else label
+
+
+def _training_data(provenance: dict) -> str:
+    for key in ("datasets", "dataset", "data"):
+        value = provenance.get(key)
+        if value:
+            return ", ".join(map(_dataset_label, value if isinstance(value, list | tuple) else [value]))
+    return "-"
+
+
+def _describe(name: str, path: Path) -> list[str]:
+    """One table row, read from the checkpoint's spec, provenance and metrics."""
+    from napari_segmentello.checkpoint import load_checkpoint
+    from napari_segmentello.models import build_model
+
+    ckpt = load_checkpoint(path)
+    spec = ckpt.spec
+    params = sum(p.numel() for p in build_model(spec).parameters())
+    arch = spec.name or f"{spec.family}{spec.base}-{spec.top}{'+cspn' if spec.cspn else ''}"
+    recipe = f"{'gray' if spec.image_channels == 1 else 'rgb'}+{'+'.join(spec.extras)}@{spec.working_size}"
+    return [
+        name,
+        f"{path.stat().st_size / 1e6:.2f} MB",
+        f"{params:,}",
+        arch,
+        recipe,
+        _training_data(ckpt.provenance or {}),
+        ", ".join(_flatten(ckpt.metrics or {})) or "-",
+    ]
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from napari_segmentello.engine import WEIGHTS_DIR, list_models
+
+    entries = [(p.stem, p) for p in args.checkpoints] or [(n, WEIGHTS_DIR / f"{n}.pt") for n in list_models()]
+    if not entries:
+        print(f"no bundled weights in {WEIGHTS_DIR}; train them with `python -m training.run ...` "
+              "or describe a checkpoint: napari-segmentello models PATH")
+        return 0
+    for _, path in entries:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such checkpoint file: {path}")
+    header = ["name", "size", "params", "architecture", "input", "training data", "val metrics"]
+    rows = [header, *(_describe(name, path) for name, path in entries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    return 0
+
+
+SUBCOMMANDS: list = [
+    ("refine", "refine a stroke (or every label id) on an image into a mask", add_refine_arguments, run_refine),
+    ("models", "list bundled models (or describe checkpoint files)", add_models_arguments, run_models),
+    (
+        "demo",
+        "refine the bundled sample headless (IoU + overlay PNG), or open napari with --gui",
+        demo.add_arguments,
+        demo.run,
+    ),
+]

@@ -1,0 +1,304 @@
+"""Simulated user strokes: how training and evaluation imitate a person painting over an object.
+
+The model only ever learns the kinds of stroke it is shown, so each protocol
+mimics one way people actually paint: a coarse shrunken blob (the study
+protocol), a scribble along the interior, a sloppy lasso-like over-paint, or a
+few clicks. Every function draws all its randomness from the passed
+``numpy.random.Generator`` (same seed, same stroke) and works in a window
+around the object, so the cost follows the object, not the frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.draw import disk, line
+from skimage.graph import route_through_array
+from skimage.measure import block_reduce
+from skimage.morphology import convex_hull_image, isotropic_closing, isotropic_dilation, isotropic_erosion
+from skimage.transform import resize
+
+from napari_segmentello.roi import stroke_bbox
+
+MIN_BRUSH = 2.0  # px radius: nobody paints with a thinner brush than ~5 px
+SPILL_PROB = 0.3  # how often a scribble runs over the object's edge
+BACKGROUND_COST = 1e3  # scribble routes cross background only when they must
+LASSO_DETAIL = 96.0  # px across (sqrt of area) at which lassos are drawn; bigger objects are upsampled
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _as_mask(mask: np.ndarray, name: str = "mask", *, allow_empty: bool = False) -> np.ndarray:
+    """A bool copy of a 2D mask; an empty one is refused unless ``allow_empty``."""
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2D H×W array, got shape {arr.shape}")
+    arr = arr.astype(bool)
+    if not allow_empty and not arr.any():
+        raise ValueError(f"{name} is empty: a stroke needs at least one object pixel")
+    return arr
+
+
+def _check_rng(rng: np.random.Generator) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+
+
+def _window(mask: np.ndarray, pad: int) -> tuple[tuple[int, int], np.ndarray]:
+    """The object's bounding box grown by ``pad`` zeros on every side, and the box's origin in the frame."""
+    y0, y1, x0, x1 = stroke_bbox(mask)
+    h, w = y1 - y0, x1 - x0
+    sub = np.zeros((h + 2 * pad, w + 2 * pad), bool)
+    sub[pad : pad + h, pad : pad + w] = mask[y0:y1, x0:x1]
+    return (y0 - pad, x0 - pad), sub
+
+
+def _place(sub: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A full-frame bool array holding the in-frame part of a window computed by ``_window``."""
+    out = np.zeros(shape, bool)
+    oy, ox = origin
+    ys, xs = max(oy, 0), max(ox, 0)
+    ye, xe = min(oy + sub.shape[0], shape[0]), min(ox + sub.shape[1], shape[1])
+    out[ys:ye, xs:xe] = sub[ys - oy : ye - oy, xs - ox : xe - ox]
+    return out
+
+
+def _deep_points(dt: np.ndarray, min_depth: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random (row, col) pixels at least ``min_depth`` inside; the deepest pixels if none are that deep."""
+    rows, cols = np.nonzero(dt >= min(min_depth, dt.max()))
+    pick = rng.choice(rows.size, size=n, replace=rows.size < n)
+    return np.stack([rows[pick], cols[pick]], axis=1)
+
+
+def _fallback_dot(stroke: np.ndarray, obj: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``stroke``, or a dot at a deepest object pixel when the recipe erased everything (tiny objects)."""
+    if stroke.any():
+        return stroke
+    dt = ndi.distance_transform_edt(obj)
+    (center,) = _deep_points(dt, dt.max(), 1, rng)
+    dot = np.zeros_like(obj)
+    dot[disk(tuple(center), max(1.0, 0.5 * dt.max()), shape=obj.shape)] = True
+    return dot & obj
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A smooth random field in [-1, 1]: 6×6 Gaussian noise upsampled cubically (no wide blur kernel needed)."""
+    coarse = rng.standard_normal((6, 6))
+    field = resize(coarse, shape, order=3, mode="edge")
+    return field / max(float(np.abs(field).max()), 1e-6)
+
+
+# ---------------------------------------------------------------- protocols
+
+
+def study_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The study protocol: a coarse, shrunken, holey version of the object.
+
+    Erode to an inner region (radius a random fraction of the inscribed
+    radius), punch circular occlusions, open, blur and re-binarise.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    origin, obj = _window(full, pad=2)
+    dt = ndi.distance_transform_edt(obj)
+    rmax = float(dt.max())
+    inner = dt > max(1.0, rng.uniform(0.15, 0.45) * rmax)
+    n_holes = int(rng.integers(0, 4))
+    if n_holes and inner.any():
+        for center in _deep_points(inner.astype(float), 1.0, n_holes, rng):
+            inner[disk(tuple(center), rng.uniform(0.1, 0.3) * rmax, shape=obj.shape)] = False
+    radius = max(1.0, rng.uniform(0.02, 0.1) * rmax)
+    inner = isotropic_erosion(inner, radius)
+    if inner.any():  # skimage's isotropic_dilation of an empty image sets pixel (0, 0)
+        inner = isotropic_dilation(inner, radius)
+    blurred = ndi.gaussian_filter(inner.astype(np.float32), sigma=0.5 + rng.uniform(0.05, 0.15) * rmax)
+    return _place(_fallback_dot(blurred > 0.5, obj, rng), origin, full.shape)
+
+
+def _route(obj: np.ndarray, dt: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Pixel path through ``points`` in order, each leg the cheapest route favouring the deep interior."""
+    cost = np.where(obj, 1.0 / (1.0 + dt), BACKGROUND_COST)
+    path = [points[0][None]]
+    for start, end in zip(points[:-1], points[1:], strict=True):
+        leg, _ = route_through_array(cost, tuple(start), tuple(end), fully_connected=True, geometric=True)
+        path.append(np.asarray(leg)[1:])
+    return np.concatenate(path).astype(float)
+
+
+def _spill(obj: np.ndarray, path: np.ndarray, brush: float, rng: np.random.Generator) -> np.ndarray:
+    """``path`` extended from one end, along its direction, past the object's edge by about a brush width."""
+    if rng.random() < 0.5:
+        path = path[::-1]
+    end = path[-1]
+    back = path[max(0, len(path) - 8)]  # heading over the last few pixels, not the last (jagged) step
+    direction = end - back
+    if not np.any(direction):
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        direction = np.array([math.sin(angle), math.cos(angle)])
+    direction = direction / np.linalg.norm(direction)
+    steps = end + np.arange(max(obj.shape))[:, None] * direction
+    idx = np.round(steps).astype(int)
+    inside = (idx >= 0).all(axis=1) & (idx[:, 0] < obj.shape[0]) & (idx[:, 1] < obj.shape[1])
+    inside[inside] = obj[idx[inside, 0], idx[inside, 1]]
+    exit_t = int(np.argmin(inside)) if not inside.all() else len(inside)
+    reach = exit_t + rng.uniform(0.5, 1.5) * brush
+    extra = end + np.arange(1, int(math.ceil(reach)) + 1)[:, None] * direction
+    return np.concatenate([path, extra])
+
+
+def _draw_polyline(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
+    """One-pixel-wide polyline through ``points`` (float row/col), clipped to ``shape``."""
+    canvas = np.zeros(shape, bool)
+    pts = np.round(points).astype(int)
+    pts[:, 0] = np.clip(pts[:, 0], 0, shape[0] - 1)
+    pts[:, 1] = np.clip(pts[:, 1], 0, shape[1] - 1)
+    canvas[pts[0, 0], pts[0, 1]] = True
+    for (r0, c0), (r1, c1) in zip(pts[:-1], pts[1:], strict=True):
+        canvas[line(r0, c0, r1, c1)] = True
+    return canvas
+
+
+def scribble_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A human-like scribble: a thick, wobbly line through the object's interior.
+
+    2-4 deep points, ordered along the object's main axis, are joined by
+    routes that follow the interior (so bent objects are not cut across),
+    jittered by a smooth random offset and painted with a brush whose radius
+    is a fraction of the object's inscribed radius (at least ``MIN_BRUSH``).
+    With probability ``SPILL_PROB`` one end runs over the edge.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    (oy, ox), obj = _window(full, pad=2)
+    dt = ndi.distance_transform_edt(obj)
+    rmax = float(dt.max())
+    brush = max(MIN_BRUSH, rng.uniform(0.15, 0.45) * rmax)
+    wobble = rng.uniform(0.0, 0.25) * rmax
+    points = _deep_points(dt, brush + wobble, int(rng.integers(2, 5)), rng)
+    coords = np.argwhere(obj).astype(float)
+    if len(coords) > 1:
+        _, vecs = np.linalg.eigh(np.cov(coords.T))
+        points = points[np.argsort(points @ vecs[:, -1], kind="stable")]
+    path = _route(obj, dt, points)
+    if rng.random() < SPILL_PROB:
+        path = _spill(obj, path, brush, rng)
+    jitter = ndi.gaussian_filter1d(rng.standard_normal(path.shape), sigma=max(2.0, len(path) / 6.0), axis=0)
+    jitter *= wobble / max(float(np.linalg.norm(jitter, axis=1).max()), 1e-6)
+    # paint on a canvas wide enough for the brush, the wobble and a spill's overshoot
+    extra = int(math.ceil(2.5 * brush + wobble)) + 2
+    canvas_shape = (obj.shape[0] + 2 * extra, obj.shape[1] + 2 * extra)
+    stroke = isotropic_dilation(_draw_polyline(canvas_shape, path + jitter + extra), brush)
+    return _place(stroke, (oy - extra, ox - extra), full.shape)
+
+
+def lasso_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sloppy over-paint: the object grown by a random, wavy margin, made blobby, with a few bites out.
+
+    Covers most of the object plus some background, like a quick fill-in
+    with a fat brush. Big objects are drawn on a coarser grid (the shape is
+    blobby anyway), which keeps the cost bounded.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    factor = max(1, math.ceil(math.sqrt(float(full.sum())) / LASSO_DETAIL))
+    origin, obj = _window(full, pad=0)
+    coarse = block_reduce(obj, (factor, factor), np.max)
+    extent = math.sqrt(float(coarse.sum()))
+    grow = rng.uniform(0.03, 0.2) * extent + rng.uniform(1.0, 3.0)
+    close = rng.uniform(0.05, 0.3) * extent
+    pad = int(math.ceil(1.5 * grow + close)) + 2
+    coarse = np.pad(coarse, pad)
+    wavy = grow + rng.uniform(0.0, 0.5) * grow * _smooth_noise(coarse.shape, rng)
+    lasso = isotropic_closing(ndi.distance_transform_edt(~coarse) <= wavy, close)
+    if rng.random() < 0.3:
+        lasso = convex_hull_image(lasso)
+    n_bites = int(rng.integers(0, 4))
+    if n_bites:
+        rim = lasso & ~ndi.binary_erosion(lasso)
+        for center in _deep_points(rim.astype(float), 1.0, n_bites, rng):
+            lasso[disk(tuple(center), rng.uniform(0.05, 0.2) * extent, shape=lasso.shape)] = False
+    fine = np.repeat(np.repeat(_fallback_dot(lasso, coarse, rng), factor, axis=0), factor, axis=1)
+    shift = pad * factor
+    return _place(fine, (origin[0] - shift, origin[1] - shift), full.shape)
+
+
+def click_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One to three small discs (radius 3-6 px, less in small objects) deep inside the object."""
+    full = _as_mask(mask)
+    _check_rng(rng)
+    origin, obj = _window(full, pad=2)
+    dt = ndi.distance_transform_edt(obj)
+    rmax = float(dt.max())
+    radius = min(rng.uniform(3.0, 6.0), max(1.0, 0.5 * rmax))
+    stroke = np.zeros_like(obj)
+    for center in _deep_points(dt, max(radius + 1.0, 0.5 * rmax), int(rng.integers(1, 4)), rng):
+        stroke[disk(tuple(center), radius, shape=obj.shape)] = True
+    return _place(stroke & obj, origin, full.shape)
+
+
+PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "study": study_stroke,
+    "scribble": scribble_stroke,
+    "lasso": lasso_stroke,
+    "click": click_stroke,
+}
+
+
+def _pick_protocol(mixture: Mapping[str, float], rng: np.random.Generator) -> str:
+    names = list(mixture)
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown:
+        raise KeyError(f"unknown stroke protocol(s) {unknown}; valid names: {list(PROTOCOLS)}")
+    weights = np.asarray([mixture[n] for n in names], dtype=float)
+    if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
+        raise ValueError(f"protocol mixture needs finite weights >= 0 with a positive sum, got {dict(mixture)}")
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def simulate_stroke(mask: np.ndarray, protocol: str | Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
+    """A simulated stroke over ``mask`` by a named protocol, or by one drawn from a ``{name: weight}`` mixture."""
+    _check_rng(rng)
+    if isinstance(protocol, Mapping):
+        protocol = _pick_protocol(protocol, rng)
+    if protocol not in PROTOCOLS:
+        raise KeyError(f"unknown stroke protocol {protocol!r}; valid names: {list(PROTOCOLS)}")
+    return PROTOCOLS[protocol](mask, rng)
+
+
+# ---------------------------------------------------------------- corrections
+
+
+def _error_click(error: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A small disc deep inside the largest connected region of ``error`` (empty if there is none)."""
+    if not error.any():
+        return np.zeros_like(error)
+    labels, n = ndi.label(error)
+    sizes = ndi.sum_labels(error, labels, index=np.arange(1, n + 1))
+    region = labels == int(np.argmax(sizes)) + 1
+    origin, obj = _window(region, pad=2)
+    dt = ndi.distance_transform_edt(obj)
+    (center,) = _deep_points(dt, 0.8 * dt.max(), 1, rng)
+    radius = min(rng.uniform(2.0, 5.0), max(1.0, float(dt[tuple(center)])))
+    stroke = np.zeros_like(obj)
+    stroke[disk(tuple(center), radius, shape=obj.shape)] = True
+    return _place(stroke & obj, origin, error.shape)
+
+
+def correction_strokes(
+    gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, neg)`` corrective clicks: inside the largest missed region and the largest false-positive region.
+
+    Like an annotator fixing the worst error first (the usual NoC protocol).
+    Either is empty when there is no such error.
+    """
+    gt = _as_mask(gt, "gt", allow_empty=True)
+    pred = _as_mask(pred, "pred", allow_empty=True)
+    _check_rng(rng)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred shapes differ: {gt.shape} vs {pred.shape}")
+    return _error_click(gt & ~pred, rng), _error_click(pred & ~gt, rng)

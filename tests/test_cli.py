@@ -1,0 +1,115 @@
+"""CLI: ``refine`` and ``models`` end to end through ``cli.main``, and the installed console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage.io import imread, imsave
+
+from napari_segmentello import __version__, engine
+from napari_segmentello.checkpoint import save_checkpoint
+from napari_segmentello.cli import main
+from napari_segmentello.models import build_model
+
+H, W = 80, 100
+EXE = Path(sys.executable).with_name("napari-segmentello")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", build_model("tiny16-32"))
+
+
+@pytest.fixture
+def files(tmp_path):
+    """An RGB image, a 0/255 stroke mask and a two-id label image, as files."""
+    rng = np.random.default_rng(0)
+    paths = {k: tmp_path / f"{k}.png" for k in ("image", "stroke", "labels")}
+    imsave(paths["image"], rng.integers(0, 256, (H, W, 3), dtype=np.uint8), check_contrast=False)
+    stroke = np.zeros((H, W), np.uint8)
+    stroke[30:36, 20:60] = 255
+    imsave(paths["stroke"], stroke, check_contrast=False)
+    labels = np.zeros((H, W), np.uint8)
+    labels[10:15, 10:40] = 1
+    labels[60:66, 50:90] = 2
+    imsave(paths["labels"], labels, check_contrast=False)
+    return paths
+
+
+def test_refine_one_stroke_writes_a_0_255_mask(files, checkpoint, tmp_path, capsys):
+    out = tmp_path / "out" / "mask.png"
+    argv = ["refine", str(files["image"]), str(files["stroke"]), "-o", str(out), "--model", str(checkpoint)]
+    assert main([*argv, "--device", "cpu", "--threshold", "0.3"]) == 0
+    mask = imread(out)
+    assert mask.shape == (H, W) and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 255}
+    assert "1 object(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_refine_label_image_writes_uint16_labels(files, checkpoint, tmp_path, suffix):
+    out = tmp_path / f"labels{suffix}"
+    assert main(["refine", str(files["image"]), str(files["labels"]), "-o", str(out), "--model", str(checkpoint)]) == 0
+    labels = imread(out)
+    assert labels.shape == (H, W) and labels.dtype == np.uint16
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"image": "missing.png"}, "no such file"),
+        ({"output": "mask.jpg"}, "lossless"),
+        ({"model": "no-such-model"}, "unknown model"),
+        ({"threshold": "2"}, "threshold"),
+        ({"stroke": "blank.png"}, "empty"),
+    ],
+)
+def test_refine_errors_are_one_line_and_exit_2(files, checkpoint, tmp_path, capsys, change, message):
+    imsave(tmp_path / "blank.png", np.zeros((H, W), np.uint8), check_contrast=False)
+    args = {"image": files["image"], "stroke": files["stroke"], "output": "mask.png", "model": checkpoint}
+    args |= {"threshold": "0.5"} | change
+    image, stroke, output = (str(tmp_path / args[k]) for k in ("image", "stroke", "output"))
+    argv = ["refine", image, stroke, "-o", output]
+    assert main([*argv, "--model", str(args["model"]), "--threshold", args["threshold"]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_models_table_reads_spec_provenance_and_metrics(monkeypatch, tmp_path, capsys):
+    model = build_model("tiny16-32")
+    save_checkpoint(
+        tmp_path / "default.pt", model, provenance={"dataset": "coco-mini"}, metrics={"val": {"iou": 0.5}}
+    )
+    monkeypatch.setattr(engine, "WEIGHTS_DIR", tmp_path)
+    assert main(["models"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:3] == ["name", "size", "params"]
+    params = sum(p.numel() for p in model.parameters())
+    for cell in ("default", f"{params:,}", "rgb+pos@128", "coco-mini", "val/iou=0.500"):
+        assert cell in row
+
+
+def test_models_without_bundled_weights_says_how_to_get_them(monkeypatch, tmp_path, capsys, checkpoint):
+    monkeypatch.setattr(engine, "WEIGHTS_DIR", tmp_path)
+    assert main(["models"]) == 0
+    assert "no bundled weights" in capsys.readouterr().out
+    assert main(["models", str(checkpoint)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("tiny ")
+    assert main(["models", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_console_script_help_version_and_error_exit():
+    version = subprocess.run([str(EXE), "--version"], capture_output=True, text=True, check=True)
+    assert __version__ in version.stdout
+    for command in ("refine", "models"):
+        helped = subprocess.run([str(EXE), command, "--help"], capture_output=True, text=True, check=True)
+        assert f"usage: napari-segmentello {command}" in helped.stdout
+    failed = subprocess.run([str(EXE), "refine", "a.png", "b.png", "-o", "c.png"], capture_output=True, text=True)
+    assert failed.returncode == 2 and "no such file: a.png" in failed.stderr

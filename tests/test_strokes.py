@@ -1,0 +1,213 @@
+"""Simulated strokes: contract (dtype, shape, determinism), placement relative to the object, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from napari_segmentello import strokes
+from napari_segmentello.strokes import PROTOCOLS, correction_strokes, simulate_stroke
+
+NAMES = sorted(PROTOCOLS)
+
+
+def _disc(shape=(120, 140), center=(60, 70), radius=25) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[disk(center, radius, shape=shape)] = True
+    return mask
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def _shapes() -> dict[str, np.ndarray]:
+    """Objects that stress the recipes: thin, tiny, concave, cut by the image border."""
+    tiny = np.zeros((40, 40), bool)
+    tiny[10:15, 20:25] = True
+    line = np.zeros((60, 80), bool)
+    line[30:32, 5:75] = True
+    pixel = np.zeros((20, 20), bool)
+    pixel[7, 9] = True
+    ell = np.zeros((90, 90), bool)
+    ell[10:80, 10:30] = True
+    ell[60:80, 10:80] = True
+    border = np.zeros((50, 60), bool)
+    border[:20, 40:] = True
+    return {"disc": _disc(), "tiny5x5": tiny, "line2px": line, "pixel": pixel, "L": ell, "border": border}
+
+
+SHAPES = _shapes()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_stroke_contract(name, shape):
+    mask = SHAPES[shape]
+    before = mask.copy()
+    stroke = PROTOCOLS[name](mask, np.random.default_rng(3))
+    assert stroke.dtype == bool and stroke.shape == mask.shape
+    assert stroke.any(), f"{name} gave an empty stroke on {shape}"
+    assert (stroke & mask).any(), f"{name} missed the {shape} object"
+    np.testing.assert_array_equal(mask, before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_stroke_other_seeds_differ(name):
+    mask = SHAPES["L"]
+    first = PROTOCOLS[name](mask, np.random.default_rng(11))
+    again = PROTOCOLS[name](mask, np.random.default_rng(11))
+    np.testing.assert_array_equal(first, again)
+    others = [PROTOCOLS[name](mask, np.random.default_rng(seed)) for seed in range(5)]
+    assert sum(not np.array_equal(first, o) for o in others) >= 4
+
+
+def _draws(name: str, mask: np.ndarray, n: int = 12) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [PROTOCOLS[name](mask, rng) for _ in range(n)]
+
+
+@pytest.mark.parametrize("shape", ["disc", "L", "tiny5x5", "line2px", "border"])
+def test_clicks_are_inside_the_object(shape):
+    mask = SHAPES[shape]
+    for stroke in _draws("click", mask):
+        assert not (stroke & ~mask).any()
+
+
+def test_study_stroke_is_a_shrunken_coarse_mask():
+    mask = SHAPES["disc"]
+    draws = _draws("study", mask)
+    for stroke in draws:
+        assert (stroke & mask).sum() >= 0.95 * stroke.sum()
+    ious = [_iou(s, mask) for s in draws]
+    assert 0.3 < np.mean(ious) < 0.9
+    assert len({round(v, 3) for v in ious}) > 6  # random erosion/occlusion, not a fixed shape
+
+
+def test_scribble_is_a_thin_interior_line_that_sometimes_spills():
+    mask = SHAPES["L"]
+    draws = _draws("scribble", mask, n=30)
+    inside = [(s & mask).sum() / s.sum() for s in draws]
+    assert np.mean(inside) > 0.8
+    assert min(inside) < 1.0  # some strokes run over the edge
+    assert 0.03 < np.mean([_iou(s, mask) for s in draws]) < 0.45
+
+
+def test_lasso_covers_most_of_the_object_and_some_background():
+    mask = SHAPES["disc"]
+    for stroke in _draws("lasso", mask):
+        assert (stroke & mask).sum() > 0.8 * mask.sum()
+        assert (stroke & ~mask).sum() > 0.05 * mask.sum()
+
+
+def test_clicks_are_small_deep_discs():
+    mask = _disc(radius=40)
+    for stroke in _draws("click", mask):
+        assert stroke.sum() <= 3 * np.pi * 6.5**2
+        ys, xs = np.nonzero(stroke)
+        assert np.hypot(ys - 60, xs - 70).max() < 40 * 0.5 + 7  # centres at >= half the inscribed radius
+
+
+def test_strokes_stay_local_on_a_big_frame():
+    mask = np.zeros((3000, 3000), bool)
+    mask[1500:1520, 2000:2030] = True
+    for name in NAMES:
+        stroke = PROTOCOLS[name](mask, np.random.default_rng(1))
+        ys, xs = np.nonzero(stroke)
+        assert 1450 < ys.min() and ys.max() < 1570 and 1950 < xs.min() and xs.max() < 2080
+
+
+# ---------------------------------------------------------------- simulate_stroke
+
+
+def test_simulate_by_name_matches_the_protocol():
+    mask = SHAPES["L"]
+    for name in NAMES:
+        direct = PROTOCOLS[name](mask, np.random.default_rng(5))
+        np.testing.assert_array_equal(simulate_stroke(mask, name, np.random.default_rng(5)), direct)
+
+
+def test_mixture_draws_every_protocol_by_weight(monkeypatch):
+    picked: list[str] = []
+    for name in NAMES:
+        monkeypatch.setitem(strokes.PROTOCOLS, name, lambda m, rng, name=name: picked.append(name) or m)
+    weights = {"study": 1.0, "scribble": 2.0, "lasso": 1.0, "click": 0.0}
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        simulate_stroke(SHAPES["disc"], weights, rng)
+    counts = {name: picked.count(name) for name in NAMES}
+    assert counts["click"] == 0
+    assert min(counts["study"], counts["lasso"]) > 60
+    assert counts["scribble"] > 1.5 * max(counts["study"], counts["lasso"])
+    even = np.random.default_rng(1)
+    picked.clear()
+    for _ in range(200):
+        simulate_stroke(SHAPES["disc"], dict.fromkeys(NAMES, 1.0), even)
+    assert set(picked) == set(NAMES)
+
+
+@pytest.mark.parametrize(
+    ("mask", "protocol", "error", "match"),
+    [
+        (np.zeros((10, 10), bool), "study", ValueError, "empty"),
+        (np.ones((4, 10, 10), bool), "click", ValueError, "2D"),
+        (_disc(), "paint", KeyError, "scribble"),
+        (_disc(), {"study": 1.0, "brush": 1.0}, KeyError, "brush"),
+        (_disc(), {"study": -1.0, "click": 2.0}, ValueError, "weights"),
+        (_disc(), {"study": 0.0}, ValueError, "weights"),
+        (_disc(), {}, ValueError, "weights"),
+    ],
+)
+def test_bad_input_is_a_clear_error(mask, protocol, error, match):
+    with pytest.raises(error, match=match):
+        simulate_stroke(mask, protocol, np.random.default_rng(0))
+
+
+def test_rng_must_be_a_generator():
+    with pytest.raises(TypeError, match="default_rng"):
+        strokes.scribble_stroke(_disc(), 0)
+
+
+# ---------------------------------------------------------------- correction strokes
+
+
+def test_corrections_land_in_the_error_regions():
+    gt = _disc(center=(60, 60), radius=25)
+    pred = _disc(center=(60, 80), radius=25)
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        pos, neg = correction_strokes(gt, pred, rng)
+        assert pos.any() and not (pos & ~(gt & ~pred)).any()
+        assert neg.any() and not (neg & ~(pred & ~gt)).any()
+
+
+def test_corrections_target_the_largest_error_and_are_empty_without_one():
+    gt = np.zeros((80, 80), bool)
+    gt[5:15, 5:15] = True  # small miss
+    gt[40:75, 40:75] = True  # large miss
+    pos, neg = correction_strokes(gt, np.zeros_like(gt), np.random.default_rng(0))
+    assert pos[40:75, 40:75].any() and not pos[5:15, 5:15].any()
+    assert not neg.any()
+    pos, neg = correction_strokes(gt, gt, np.random.default_rng(0))
+    assert not pos.any() and not neg.any()
+    with pytest.raises(ValueError, match="shapes differ"):
+        correction_strokes(gt, gt[:-1], np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- real objects
+
+
+@pytest.mark.data
+def test_strokes_on_real_coco_objects(data_root):
+    from napari_segmentello.data import CocoInstances, dataset_files
+
+    ds = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=3)
+    rng = np.random.default_rng(0)
+    for image_id, ann_id in ds.items[:15]:
+        mask = ds.coco.annToMask(ds.coco.anns[ann_id]).astype(bool)
+        for name in NAMES:
+            stroke = PROTOCOLS[name](mask, rng)
+            assert stroke.any() and (stroke & mask).any(), (name, image_id, ann_id)
+            if name == "click":
+                assert not (stroke & ~mask).any()
