@@ -2,7 +2,9 @@
 
 The engine refines one 2D plane; napari layers may be stacks (time, z), RGB,
 multiscale, scaled and translated. These helpers translate between the two
-without touching pixel values: the image processing stays in the engine.
+without touching pixel values: the image processing stays in the engine. They also
+read the user's prompts off the layers: clicks on the shown plane, and which object
+each erase ("not this") stroke belongs to.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Points
+from scipy import ndimage as ndi
 
 OUTPUT_TAG = "segmentello-output"
+CLICK_LABEL = "label"  # the clicks layer's feature holding each click's object id
 Index = tuple[int | slice, ...]
 
 
@@ -93,7 +97,11 @@ def is_output(layer: Any) -> bool:
 
 
 def write_plane(layer: Labels, index: Index, plane: np.ndarray) -> None:
-    """Set one plane of ``layer`` to ``plane`` as a single undo step (only changed pixels are recorded)."""
+    """Set ``layer.data[index]`` (a plane or a whole stack) to ``plane`` as a single undo step.
+
+    Only changed pixels are recorded, and all of them in one ``data_setitem`` call:
+    one history entry, so one ``undo`` reverts it.
+    """
     changed = np.nonzero(np.asarray(layer.data[index]) != plane)
     if changed[0].size == 0:
         return
@@ -119,3 +127,93 @@ def painted_ids(history_item: Any) -> set[int]:
             values = [np.ravel(atom[1]), np.ravel(atom[2])]
         ids.update(int(v) for v in np.unique(np.concatenate(values)) if v != 0)
     return ids
+
+
+# ---- corrections, clicks and stacks --------------------------------------------------------------
+
+
+def assign_negatives(objects: np.ndarray, erase: np.ndarray, previous: np.ndarray | None) -> dict[int, np.ndarray]:
+    """Each connected erase stroke as the negative ("not this") of one object: ``{id: bool H×W}``.
+
+    An erase stroke is meant for the result it paints over, so it goes to the object
+    whose previous result it overlaps most; one over background goes to the nearest
+    object (stroke or previous result). Erase strokes with no object on the plane are dropped.
+    """
+    anchors = objects if previous is None else np.where(objects != 0, objects, previous)
+    if not erase.any() or not anchors.any():
+        return {}
+    components, n = ndi.label(erase, structure=np.ones((3, 3), bool))
+    distance, nearest = ndi.distance_transform_edt(anchors == 0, return_indices=True)
+    nearest_id = anchors[tuple(nearest)]
+    negatives: dict[int, np.ndarray] = {}
+    for component in range(1, n + 1):
+        pixels = components == component
+        under = previous[pixels] if previous is not None else np.zeros(0, anchors.dtype)
+        under = under[under != 0]
+        if under.size:
+            ids, counts = np.unique(under, return_counts=True)
+            owner = int(ids[np.argmax(counts)])
+        else:
+            closest = np.argmin(np.where(pixels, distance, np.inf))
+            owner = int(nearest_id.flat[closest])
+        negatives[owner] = negatives.get(owner, np.zeros(erase.shape, bool)) | pixels
+    return negatives
+
+
+def plane_clicks(points: Points, index: Index) -> dict[int, np.ndarray]:
+    """The clicks lying on the displayed plane as ``{label id: (N, 2) (row, col)}`` in the plane's pixels."""
+    data = np.asarray(points.data, dtype=float)
+    if data.shape[1] != len(index):
+        raise ValueError(
+            f"points layer {points.name!r} has {data.shape[1]} dimensions but the image has {len(index)}; "
+            "delete it and press 'Click mode' again"
+        )
+    keep = np.ones(len(data), bool)
+    for axis, i in enumerate(index):
+        if not isinstance(i, slice):
+            keep &= np.round(data[:, axis]) == i
+    shown = [axis for axis, i in enumerate(index) if isinstance(i, slice)]
+    labels = points.features[CLICK_LABEL].to_numpy() if CLICK_LABEL in points.features else np.ones(len(data), int)
+    return {int(k): data[keep & (labels == k)][:, shown] for k in np.unique(labels[keep]) if k != 0}
+
+
+def clicked_ids(points: Points, indices: Any) -> set[int]:
+    """Label ids of the clicks at ``indices`` (a points data event's ``data_indices``)."""
+    if CLICK_LABEL not in points.features:
+        return set()
+    labels = points.features[CLICK_LABEL].to_numpy()
+    return {int(labels[i]) for i in indices if -len(labels) <= i < len(labels) and labels[i] != 0}
+
+
+def stack_index(index: Index) -> tuple[Index, int, int]:
+    """The stack through the displayed plane along the nearest slider axis.
+
+    Returns the index of that stack in the layer's data, the stack axis's position among
+    the stack's axes (it comes back in data order) and the displayed plane's position along it.
+    """
+    sliders = [axis for axis, i in enumerate(index) if not isinstance(i, slice)]
+    if not sliders:
+        raise ValueError("propagation needs a stack (3D or time series): this image has a single plane")
+    axis = sliders[-1]
+    stack = tuple(slice(None) if a == axis else i for a, i in enumerate(index))
+    position = sum(isinstance(i, slice) for i in index[:axis])
+    return stack, position, int(index[axis])
+
+
+def training_pairs(image: Image, layers: list[Labels]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(image plane, labels plane)`` for every 2D plane (last two axes) where a picked layer has labels."""
+    data, shape = image_data(image), spatial_shape(image)
+    pairs = []
+    for layer in layers:
+        if tuple(layer.data.shape) != shape or layer.multiscale:
+            raise ValueError(
+                f"labels layer {layer.name!r} has shape {tuple(layer.data.shape)} but image layer "
+                f"{image.name!r} has shape {shape}; pick masks drawn on this image"
+            )
+        for plane in np.ndindex(*shape[:-2]):
+            labels = np.asarray(layer.data[plane])
+            if labels.any():
+                pairs.append((np.asarray(data[plane]), labels.copy()))
+    if not pairs:
+        raise ValueError("the picked labels layers are empty: finish some masks first")
+    return pairs

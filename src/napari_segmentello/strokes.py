@@ -302,3 +302,34 @@ def correction_strokes(
     if gt.shape != pred.shape:
         raise ValueError(f"gt and pred shapes differ: {gt.shape} vs {pred.shape}")
     return _error_click(gt & ~pred, rng), _error_click(pred & ~gt, rng)
+
+
+# ---------------------------------------------------------------- clicks from the user
+
+CLICK_RADIUS = 4.5  # px: the centre of click_stroke's U(3, 6) disc radius, so a user's click looks like training's
+
+
+def points_to_stroke(points: np.ndarray, shape: tuple[int, int], radius: float = CLICK_RADIUS) -> np.ndarray:
+    """A bool H×W stroke of discs of ``radius`` at ``points`` ((N, 2) row, col floats): clicks as a stroke.
+
+    A click is a small disc stroke, the shape ``click_stroke`` simulates in training.
+    Points whose rounded position falls outside the image are ignored (a click off the
+    canvas means nothing); no points give an empty stroke.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must be an (N, 2) array of (row, col), got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("points must be finite (no NaN or inf coordinates)")
+    if len(shape) != 2 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
+        raise ValueError(f"shape must be (H, W) with positive integer sizes, got {shape!r}")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive number of pixels, got {radius!r}")
+    h, w = int(shape[0]), int(shape[1])
+    stroke = np.zeros((h, w), bool)
+    centers = np.round(pts)
+    inside = (centers[:, 0] >= 0) & (centers[:, 0] < h) & (centers[:, 1] >= 0) & (centers[:, 1] < w)
+    for center, pixel in zip(pts[inside], centers[inside].astype(int), strict=True):
+        stroke[disk(tuple(center), radius, shape=(h, w))] = True
+        stroke[tuple(pixel)] = True  # a sub-pixel radius still marks the clicked pixel
+    return stroke

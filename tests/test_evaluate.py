@@ -1,0 +1,146 @@
+"""Evaluation, the classical baselines and the study reproduction, on real coco-mini val objects and synthetic discs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_segmentello.checkpoint import save_checkpoint
+from napari_segmentello.data import CocoInstances, dataset_files
+from napari_segmentello.engine import Refiner
+from napari_segmentello.metrics import iou
+from napari_segmentello.models import build_model, get_spec
+from napari_segmentello.roi import roi_from_stroke
+from napari_segmentello.strokes import simulate_stroke
+
+from training import baselines, evaluate, reproduce  # noqa: E402
+
+METHODS = ("model", "identity", "grabcut", "randomwalker")
+KEYS = ("pixel_accuracy", "iou", "dice", "boundary_iou", "hausdorff", "hd95", "boundary_iou_1px")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_checkpoint(tmp_path_factory.mktemp("eval") / "tiny.pt", build_model("tiny16-32", working_size=64))
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, checkpoint, data_root):
+    out = tmp_path_factory.mktemp("eval") / "out"
+    argv = ["--checkpoint", str(checkpoint), "--max-objects", "4", "--max-images", "12", "--device", "cpu"]
+    assert evaluate.main([*argv, "--baselines", "grabcut,randomwalker,identity", "--grid", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.data
+def test_evaluate_writes_results_for_the_model_and_every_baseline(evaluated):
+    results = json.loads((evaluated / "results.json").read_text())
+    assert results["n_objects"] == len(results["objects"]) == 4
+    assert results["dataset"]["ann_file"].endswith("coco-mini/annotations/instances_val.json")
+    assert results["spec"] == get_spec("tiny16-32", working_size=64).to_dict()
+    assert set(results["methods"]) == set(METHODS)
+    for summary in results["methods"].values():
+        assert set(summary["mean"]) == set(summary["median"]) == set(KEYS)
+        assert summary["latency_ms_median"] > 0
+    for record in results["objects"]:
+        assert set(record["metrics"]) == set(METHODS)
+        assert all(0 <= record["metrics"][m][k] <= 1 for m in METHODS for k in KEYS if "iou" in k or k == "dice")
+    for m in METHODS:
+        mean_iou = np.mean([r["metrics"][m]["iou"] for r in results["objects"]])
+        assert results["methods"][m]["mean"]["iou"] == pytest.approx(mean_iou)
+    table = (evaluated / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in METHODS)
+    assert (evaluated / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.data
+def test_stroke_and_model_scores_match_a_direct_computation(evaluated, checkpoint, data_root):
+    """Same object, same seeded stroke, recomputed here: the identity baseline's IoU is the stroke's IoU."""
+    results = json.loads((evaluated / "results.json").read_text())
+    instances = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=12)
+    by_ann = {ann_id: i for i, (_, ann_id) in enumerate(instances.items)}
+    refiner = Refiner(checkpoint, device="cpu")
+    for record in results["objects"]:
+        inst = instances[by_ann[record["ann_id"]]]
+        stroke = simulate_stroke(inst.mask, "study", np.random.default_rng([results["seed"], inst.ann_id]))
+        assert record["metrics"]["identity"]["iou"] == pytest.approx(iou(inst.mask, stroke))
+        refiner.set_image(inst.image)
+        assert record["metrics"]["model"]["iou"] == pytest.approx(iou(inst.mask, refiner.predict(stroke)))
+
+
+def test_unknown_baseline_or_lonely_data_root_exit_2(checkpoint, tmp_path, capsys):
+    ckpt = ["--checkpoint", str(checkpoint)]
+    assert evaluate.main([*ckpt, "--baselines", "grabcut,watershed", "--out", str(tmp_path)]) == 2
+    assert "watershed" in capsys.readouterr().err
+    assert evaluate.main([*ckpt, "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "--ann-file" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def disc_scene(rgb: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bright disc to segment, a second one far away (outside the ROI), noise; a coarse stroke inside the first.
+
+    The stroke is what the study protocol draws (a shrunken blob of the object): its
+    ROI holds the whole disc, as the baselines' background rule assumes.
+    """
+    yy, xx = np.mgrid[:120, :160]
+    disc = (yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2
+    other = (yy - 90) ** 2 + (xx - 130) ** 2 <= 15**2
+    noise = np.random.default_rng(0).normal(0, 6, disc.shape)
+    image = np.clip(30 + 170 * (disc | other) + noise, 0, 255).astype(np.uint8)
+    stroke = ((yy - 51) / 14) ** 2 + ((xx - 49) / 12) ** 2 <= 1
+    return (np.repeat(image[..., None], 3, axis=2) if rgb else image), stroke, disc
+
+
+@pytest.mark.parametrize("name", ["grabcut", "randomwalker"])
+@pytest.mark.parametrize("rgb", [True, False])
+def test_baselines_segment_a_disc_inside_the_stroke_roi_only(name, rgb):
+    image, stroke, disc = disc_scene(rgb)
+    before = image.copy(), stroke.copy()
+    pred = baselines.BASELINES[name](image, stroke)
+    assert pred.shape == disc.shape and pred.dtype == bool
+    assert iou(disc, pred) > 0.9
+    rows, cols, _, _ = roi_from_stroke(stroke, margin=0.4).clipped(disc.shape)
+    outside = np.ones(disc.shape, bool)
+    outside[rows, cols] = False
+    assert not pred[outside].any()  # the far disc is as bright, but outside the window
+    assert np.array_equal(before[0], image) and np.array_equal(before[1], stroke)
+
+
+def test_identity_is_the_stroke_and_bad_input_is_a_clear_error():
+    image, stroke, _ = disc_scene()
+    assert np.array_equal(baselines.identity(image, stroke.astype(np.uint8)), stroke)
+    with pytest.raises(ValueError, match="margin"):
+        baselines.grabcut(image, stroke, margin=0)
+    with pytest.raises(ValueError, match="do not line up"):
+        baselines.random_walker(image[:50], stroke)
+
+
+# ---------------------------------------------------------------- reproduction
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_reproduce_writes_both_tables_with_the_published_row(tmp_path, data_root):
+    argv = ["--configs", "tiny16-32_bce-dice", "--max-images", "3", "--max-steps", "1", "--budget-minutes", "0.01"]
+    argv += ["--max-objects", "3", "--device", "cpu", "--threads", "1", "--out", str(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        assert reproduce.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)  # training.run sets it process-wide
+    report = (tmp_path / "reproduce.md").read_text()
+    assert "0.8796" in report and "## Table 1" in report and "## Table 2: size" in report
+    params = sum(p.numel() for p in build_model("tiny16-32", image_channels=1, extras=("pos", "grad")).parameters())
+    table2 = report.split("## Table 2")[1]
+    assert f"| tiny16-32_bce-dice | {params:,} |" in table2
+    (row,) = json.loads((tmp_path / "reproduce.json").read_text())["rows"]
+    assert row["epochs"] == 1 and row["n_objects"] == 3  # the budget stops training after its first epoch
+    assert reproduce.main(["--configs", "nope", "--out", str(tmp_path)]) == 2

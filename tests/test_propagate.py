@@ -1,0 +1,377 @@
+"""Propagation through a stack: the walk (with stand-in refiners), input checks, and a real nucleus volume.
+
+Also the user's clicks as strokes (``strokes.points_to_stroke``), the other prompt the widget builds.
+
+No volume ships offline (skimage's ``cells3d`` is a download), so :func:`nucleus_stack`
+builds one from a real dsb2018-nuclei *val* image: one nucleus is given sphere-like
+cross-sections (scaled about its centre, vanishing beyond the sphere) on a background
+where it was inpainted away, so every plane has exact ground truth.
+
+Run as a script for the per-plane IoU measurement reported in the docs::
+
+    python tests/test_propagate.py --model PATH_OR_NAME
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from skimage.draw import disk
+from skimage.filters import threshold_otsu
+from skimage.restoration import inpaint_biharmonic
+from skimage.transform import warp
+
+from napari_segmentello.checkpoint import save_checkpoint
+from napari_segmentello.data import CocoInstances, dataset_files
+from napari_segmentello.engine import Refiner
+from napari_segmentello.models import build_model
+from napari_segmentello.propagate import propagate, seed_from_mask
+from napari_segmentello.roi import roi_from_stroke
+from napari_segmentello.strokes import CLICK_RADIUS, click_stroke, points_to_stroke, simulate_stroke
+
+SHAPE = (64, 80)
+
+
+def _disc(center, radius, shape=SHAPE) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    if radius > 0:
+        mask[disk(center, radius, shape=shape)] = True
+    return mask
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+class ComponentRefiner:
+    """Stand-in for a perfect model on a label stack: the labelled component(s) under the stroke."""
+
+    def __init__(self) -> None:
+        self.strokes: list[tuple[int, np.ndarray]] = []
+        self.plane: np.ndarray | None = None
+
+    def set_image(self, image) -> None:
+        self.plane = np.asarray(image)
+
+    def predict(self, stroke) -> np.ndarray:
+        self.strokes.append((int(self.plane.max()), np.asarray(stroke).copy()))
+        labels, _ = ndi.label(self.plane > 0)
+        hit = np.unique(labels[np.asarray(stroke, bool)])
+        return np.isin(labels, hit[hit > 0])
+
+
+class ListRefiner:
+    """Stand-in that returns a fixed mask per plane (the plane image carries its own index)."""
+
+    def __init__(self, masks: list[np.ndarray]) -> None:
+        self.masks, self.k = masks, -1
+
+    def set_image(self, image) -> None:
+        self.k = int(np.asarray(image).flat[0])
+
+    def predict(self, stroke) -> np.ndarray:
+        return self.masks[self.k].copy()
+
+
+def _sphere_labels(n=15, center=(32, 40), radius=7.0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A label stack of a ball's cross-sections (planes carry their index + 1 as the label value)."""
+    mid = n // 2
+    gt = [_disc(center, math.sqrt(max(radius**2 - (z - mid) ** 2, 0.0))) for z in range(n)]
+    return np.stack([m * (z + 1) for z, m in enumerate(gt)]).astype(np.int32), gt
+
+
+# ------------------------------------------------------------------ the walk
+
+
+def test_walk_recovers_a_ball_and_stops_where_it_vanishes():
+    stack, gt = _sphere_labels()
+    before = stack.copy()
+    stroke = _disc((32, 40), 3)
+    calls = []
+    refiner = ComponentRefiner()
+    out = propagate(stack, stroke, 7, refiner=refiner, progress=lambda d, t: calls.append((d, t)))
+    assert out.dtype == bool and out.shape == stack.shape
+    present = [z for z, m in enumerate(gt) if m.any()]
+    for z in range(len(gt)):
+        np.testing.assert_array_equal(out[z], gt[z], err_msg=f"plane {z}")
+    assert present == list(range(1, 14))  # the ball is absent from planes 0 and 14
+    # the walk asked plane 0 and 14 (and found nothing there) and went no further
+    assert sorted(label for label, _ in refiner.strokes) == [0, 0, *range(2, 15)]
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1] == (15, 15)
+    np.testing.assert_array_equal(stack, before)
+
+
+def test_each_seed_is_the_previous_mask_eroded():
+    stack, gt = _sphere_labels()
+    refiner = ComponentRefiner()
+    propagate(stack, _disc((32, 40), 3), 7, refiner=refiner, erosion=0.3)
+    for label, stroke in refiner.strokes[1:]:
+        if label == 0:
+            continue
+        z = label - 1
+        source = gt[z - 1] if z > 7 else gt[z + 1]  # the neighbour it was seeded from
+        assert stroke.any() and not (stroke & ~source).any()
+        assert stroke.sum() < source.sum()
+
+
+def test_seed_of_a_thin_object_is_its_skeleton():
+    line = np.zeros(SHAPE, bool)
+    line[30:32, 10:70] = True
+    seed = seed_from_mask(line, 0.5)
+    assert seed.any() and not (seed & ~line).any()
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (_disc((32, 40), 20), "area grows 4x"),
+        (_disc((32, 40), 2), "area shrinks to 1/25"),
+        (_disc((32, 64), 10), "jumps away: no overlap"),
+    ],
+)
+def test_abrupt_change_stops_that_direction(change, reason):
+    n = 9
+    masks = [_disc((32, 40 + z // 3), 10) for z in range(n)]  # slowly drifting disc
+    masks[6] = change
+    image = np.stack([np.full(SHAPE, z) for z in range(n)])
+    out = propagate(image, masks[4], 4, refiner=ListRefiner(masks))
+    assert all(out[z].any() for z in range(6)), reason
+    assert not out[6:].any(), reason
+
+
+def test_empty_first_plane_gives_an_empty_stack_and_full_progress():
+    calls = []
+    image = np.stack([np.full(SHAPE, z) for z in range(5)])
+    masks = [_disc((32, 40), 10) for _ in range(5)]
+    masks[2] = np.zeros(SHAPE, bool)
+    out = propagate(image, _disc((32, 40), 3), 2, refiner=ListRefiner(masks), progress=lambda d, t: calls.append((d, t)))
+    assert not out.any() and calls[-1] == (5, 5)
+
+
+def test_channels_last_stack_sends_rgb_planes():
+    seen = []
+
+    class Recorder(ComponentRefiner):
+        def set_image(self, image):
+            seen.append(np.shape(image))
+            super().set_image(np.asarray(image)[..., 0])
+
+    stack, _ = _sphere_labels(n=5, radius=3)
+    rgb = np.repeat(stack[..., None], 3, axis=3)
+    out = propagate(rgb, _disc((32, 40), 2), 2, refiner=Recorder())
+    assert out.shape == stack.shape and out[2].any()
+    assert set(seen) == {(*SHAPE, 3)}
+
+
+@pytest.mark.parametrize(
+    "image_shape, stroke_shape, index, match",
+    [
+        (SHAPE, SHAPE, 0, "stack"),
+        ((*SHAPE, 3), SHAPE, 0, "one 2D plane"),
+        ((4, *SHAPE), (10, 10), 0, "stack"),
+        ((4, *SHAPE), (4, *SHAPE), 0, "2D"),
+        ((4, *SHAPE), SHAPE, 4, "index"),
+        ((4, *SHAPE), SHAPE, -1, "index"),
+        ((4, *SHAPE), SHAPE, 1.0, "index"),
+    ],
+)
+def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
+    stroke = np.zeros(stroke_shape, bool)
+    with pytest.raises(ValueError, match=match):
+        propagate(np.zeros(image_shape), stroke, index, refiner=ComponentRefiner())
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"erosion": 1.0}, {"erosion": -0.1}, {"min_area_ratio": 1.5}, {"max_area_ratio": 0.5}, {"min_overlap": 2}]
+)
+def test_bad_settings_are_value_errors(kwargs):
+    with pytest.raises(ValueError):
+        propagate(np.zeros((3, *SHAPE)), _disc((32, 40), 3), 1, refiner=ComponentRefiner(), **kwargs)
+
+
+# ------------------------------------------------------------------ clicks
+
+
+def test_clicks_are_discs_of_the_training_click_size():
+    stroke = points_to_stroke(np.array([[10.2, 12.7], [40, 60]]), SHAPE)
+    expected = np.zeros(SHAPE, bool)
+    for center in [(10.2, 12.7), (40, 60)]:
+        expected[disk(center, CLICK_RADIUS, shape=SHAPE)] = True
+    np.testing.assert_array_equal(stroke, expected)
+    # click_stroke's discs (radius drawn from U(3, 6)) bracket a user's click
+    sizes = []
+    for seed in range(20):
+        labels, n = ndi.label(click_stroke(_disc((32, 40), 30), np.random.default_rng(seed)))
+        sizes += ndi.sum_labels(labels > 0, labels, range(1, n + 1)).tolist()
+    one = stroke.sum() / 2
+    assert min(sizes) < one < max(sizes)
+
+
+def test_clicks_outside_are_ignored_and_tiny_radii_keep_the_pixel():
+    assert not points_to_stroke(np.zeros((0, 2)), SHAPE).any()
+    outside = points_to_stroke(np.array([[-3.0, 5.0], [10.0, 80.4], [64.0, 1.0]]), SHAPE)
+    assert not outside.any()
+    edge = points_to_stroke(np.array([[0.0, 79.4]]), SHAPE)  # rounds to the last column: inside
+    assert edge[0, 79]
+    tiny = points_to_stroke([[5.4, 6.4]], SHAPE, radius=0.2)
+    assert tiny.sum() == 1 and tiny[5, 6]
+
+
+@pytest.mark.parametrize(
+    "points, shape, radius",
+    [
+        (np.zeros(2), SHAPE, 4.0),
+        (np.zeros((3, 3)), SHAPE, 4.0),
+        (np.array([[np.nan, 1.0]]), SHAPE, 4.0),
+        (np.zeros((1, 2)), (*SHAPE, 3), 4.0),
+        (np.zeros((1, 2)), (0, 5), 4.0),
+        (np.zeros((1, 2)), SHAPE, 0.0),
+    ],
+)
+def test_bad_clicks_are_value_errors(points, shape, radius):
+    with pytest.raises(ValueError):
+        points_to_stroke(points, shape, radius)
+
+
+# ------------------------------------------------------------------ a real volume
+
+
+def nucleus_stack(root=None, n_planes: int = 15, absent: int = 2) -> tuple[np.ndarray, np.ndarray, int]:
+    """(Z×H×W×3 uint8 stack, Z×H×W bool ground truth, middle plane) around a real dsb2018 *val* nucleus.
+
+    The nucleus is the largest one of the first 8 val images that lies away from the
+    border with no other nucleus within 10 px (an isolated one: its neighbours do not
+    change across the planes). Plane z shows it scaled about its centre by ``sqrt(1 - t²)``,
+    ``t = (z - mid) / R`` (a ball's cross-sections), blended onto the image with that
+    nucleus inpainted away; the ``absent`` planes at each end lie beyond the ball, without it.
+    """
+    instances = CocoInstances(*dataset_files("dsb2018-nuclei", "val", root), max_images=8)
+    masks = [instances[i].mask for i in range(len(instances))]
+    best = None
+    for i, (image_id, _) in enumerate(instances.items):
+        others = [m for j, m in enumerate(masks) if j != i and instances.items[j][0] == image_id]
+        rows, cols = np.nonzero(masks[i])
+        h, w = masks[i].shape
+        inside = rows.min() > 8 and cols.min() > 8 and rows.max() < h - 9 and cols.max() < w - 9
+        alone = not (ndi.binary_dilation(masks[i], iterations=10) & np.any(others, axis=0)).any()
+        if inside and alone and (best is None or masks[i].sum() > masks[best].sum()):
+            best = i
+    image, mask = instances[best].image.astype(np.float64), masks[best]
+    center = np.array(ndi.center_of_mass(mask))[::-1]  # (x, y) for warp's coordinates
+    around = ndi.binary_dilation(mask, iterations=3)
+    box = ndi.find_objects(ndi.binary_dilation(around, iterations=8).astype(int))[0]
+    background = image.copy()
+    background[box] = inpaint_biharmonic(image[box], around[box], channel_axis=-1)
+    alpha = ndi.gaussian_filter(ndi.binary_dilation(mask, iterations=1).astype(float), 1.0)
+    mid = n_planes // 2
+    radius = mid - absent + 0.5
+    planes, truth = [], []
+    for z in range(n_planes):
+        t = (z - mid) / radius
+        if abs(t) >= 1:
+            planes.append(background)
+            truth.append(np.zeros_like(mask))
+            continue
+        s = math.sqrt(1 - t * t)
+
+        def shrink(a, s=s):
+            return warp(a, lambda xy: center + (xy - center) / s, order=1, preserve_range=True)
+
+        a = shrink(alpha)[..., None]
+        planes.append(a * shrink(image) + (1 - a) * background)
+        truth.append(shrink(mask.astype(float)) >= 0.5)
+    stack = np.clip(np.round(np.stack(planes)), 0, 255).astype(np.uint8)
+    return stack, np.stack(truth), mid
+
+
+class OtsuRefiner:
+    """A classical refiner: Otsu's threshold in the stroke's window, the component(s) under the stroke."""
+
+    def set_image(self, image) -> None:
+        self.gray = np.asarray(image, float).mean(axis=-1)
+
+    def predict(self, stroke) -> np.ndarray:
+        stroke = np.asarray(stroke, bool)
+        rows, cols, _, _ = roi_from_stroke(stroke).clipped(stroke.shape)
+        window = self.gray[rows, cols]
+        fg = window > threshold_otsu(window)
+        if window[stroke[rows, cols]].mean() < window.mean():  # dark objects on a bright background
+            fg = ~fg
+        labels, _ = ndi.label(fg)
+        hit = np.unique(labels[stroke[rows, cols]])
+        out = np.zeros(stroke.shape, bool)
+        out[rows, cols] = ndi.binary_fill_holes(np.isin(labels, hit[hit > 0]))
+        return out
+
+
+@pytest.fixture(scope="module")
+def nucleus(data_root):
+    return nucleus_stack(data_root)
+
+
+def _middle_stroke(truth: np.ndarray, mid: int) -> np.ndarray:
+    return simulate_stroke(truth[mid], "scribble", np.random.default_rng(0))
+
+
+@pytest.mark.data
+def test_real_stack_has_ball_cross_sections(nucleus):
+    stack, truth, mid = nucleus
+    areas = truth.reshape(len(truth), -1).sum(axis=1)
+    assert stack.dtype == np.uint8 and stack.shape[:3] == truth.shape
+    assert areas[:2].sum() == 0 and areas[-2:].sum() == 0 and (areas[2:-2] > 0).all()
+    assert areas[mid] == areas.max() and (np.diff(areas[: mid + 1]) >= 0).all()
+
+
+@pytest.mark.data
+def test_propagation_follows_a_real_nucleus_with_a_classical_refiner(nucleus):
+    """Behaviour on real planes: it follows the nucleus while it is there, and stops where it is gone."""
+    stack, truth, mid = nucleus
+    out = propagate(stack, _middle_stroke(truth, mid), mid, refiner=OtsuRefiner())
+    present = truth.reshape(len(truth), -1).any(axis=1)
+    ious = [_iou(truth[z], out[z]) for z in range(len(truth)) if present[z]]
+    assert not out[~present].any()
+    assert np.mean(ious) > 0.7, ious
+
+
+@pytest.mark.data
+def test_propagation_with_a_real_refiner_returns_a_contiguous_run(nucleus, tmp_path):
+    """The real Refiner path (random weights: behaviour only, no accuracy)."""
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", build_model("tiny16-32", working_size=64))
+    stack, truth, mid = nucleus
+    calls = []
+    out = propagate(stack, _middle_stroke(truth, mid), mid, model=path, device="cpu", progress=lambda d, t: calls.append(d))
+    assert out.dtype == bool and out.shape == truth.shape
+    reached = np.flatnonzero(out.reshape(len(out), -1).any(axis=1))
+    if reached.size:
+        assert mid in reached and (np.diff(reached) == 1).all()
+    assert calls[-1] == len(stack)
+    refiner = Refiner(path, device="cpu")
+    refiner.set_image(stack[mid])
+    np.testing.assert_array_equal(out[mid], refiner.predict(_middle_stroke(truth, mid)))
+
+
+if __name__ == "__main__":  # the per-plane IoU measurement
+    import argparse
+
+    parser = argparse.ArgumentParser(description="per-plane IoU of propagation on the nucleus stack")
+    parser.add_argument("--model", required=True, help="bundled model name or checkpoint path")
+    args = parser.parse_args()
+    stack, truth, mid = nucleus_stack()
+    stroke = _middle_stroke(truth, mid)
+    results = {
+        "model": propagate(stack, stroke, mid, model=args.model, device="cpu"),
+        "otsu": propagate(stack, stroke, mid, refiner=OtsuRefiner()),
+    }
+    print("plane | gt area | " + " | ".join(f"{name} IoU" for name in results))
+    for z in range(len(truth)):
+        cells = [f"{_iou(truth[z], r[z]):.3f}" if truth[z].any() else ("empty" if not r[z].any() else "FP") for r in results.values()]
+        print(f"{z} | {int(truth[z].sum())} | " + " | ".join(cells))
+    for name, r in results.items():
+        present = truth.reshape(len(truth), -1).any(axis=1)
+        print(f"{name}: mean IoU over planes with the nucleus {np.mean([_iou(truth[z], r[z]) for z in np.flatnonzero(present)]):.3f}")
