@@ -44,7 +44,7 @@ def draw_strokes(shape: tuple[int, int]) -> np.ndarray:
     brush = morphology.disk(BRUSH_RADIUS)
     for label, points in SCRIBBLES.items():
         line = np.zeros(shape, bool)
-        for (r0, c0), (r1, c1) in zip(points[:-1], points[1:]):
+        for (r0, c0), (r1, c1) in zip(points[:-1], points[1:], strict=False):
             rr, cc = draw.line(r0, c0, r1, c1)
             line[rr, cc] = True
         strokes[ndi.binary_dilation(line, brush)] = label
@@ -73,7 +73,9 @@ def main() -> None:
     io.imsave(OUT / "coins_strokes.png", strokes, check_contrast=False)
     io.imsave(OUT / "coins_reference.png", reference, check_contrast=False)
     for label in SCRIBBLES:
-        print(f"object {label}: stroke {int((strokes == label).sum())} px, reference {int((reference == label).sum())} px")
+        print(
+            f"object {label}: stroke {int((strokes == label).sum())} px, reference {int((reference == label).sum())} px"
+        )
     print(f"wrote {OUT / 'coins_strokes.png'} and {OUT / 'coins_reference.png'}")
 
 

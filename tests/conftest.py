@@ -11,6 +11,8 @@ from napari_segmentello.data import default_data_root
 
 torch.set_num_threads(2)
 
+pytest_plugins = ["gui_support"]  # GUI fixtures (setup, sample, notes) shared by the widget tests
+
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:

@@ -84,9 +84,7 @@ def test_refine_errors_are_one_line_and_exit_2(files, checkpoint, tmp_path, caps
 
 def test_models_table_reads_spec_provenance_and_metrics(monkeypatch, tmp_path, capsys):
     model = build_model("tiny16-32")
-    save_checkpoint(
-        tmp_path / "default.pt", model, provenance={"dataset": "coco-mini"}, metrics={"val": {"iou": 0.5}}
-    )
+    save_checkpoint(tmp_path / "default.pt", model, provenance={"dataset": "coco-mini"}, metrics={"val": {"iou": 0.5}})
     monkeypatch.setattr(engine, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     header, row = capsys.readouterr().out.splitlines()

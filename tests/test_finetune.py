@@ -145,7 +145,10 @@ def test_cancel_raises_and_writes_nothing(tmp_path):
     [
         ([], "no labelled objects"),
         ([(np.zeros((20, 20)), np.zeros((20, 20), int))], "no labelled objects"),
-        ([(np.zeros((20, 20)), np.pad(np.ones((3, 3), int), ((5, 12), (5, 12))))], "no labelled objects"),  # 9 px: a slip
+        (
+            [(np.zeros((20, 20)), np.pad(np.ones((3, 3), int), ((5, 12), (5, 12))))],
+            "no labelled objects",
+        ),  # 9 px: a slip
         ([(np.zeros((20, 20)), np.zeros((20, 21), int))], "do not line up"),
         ([(np.zeros((20, 20)), np.zeros((20, 20)))], "integer label image"),
         ([(np.zeros((20, 20), str), np.zeros((20, 20), int))], "numbers"),

@@ -192,11 +192,11 @@ def test_real_coco_masks_fast_and_consistent(data_root) -> None:
     results = [mask_metrics(gt, pred) for gt, pred in pairs]
     elapsed = time.perf_counter() - start
     assert elapsed < 15.0, f"{elapsed:.1f}s for {len(pairs)} objects: far slower than the ~1000-per-minute budget"
-    for (gt, pred), m in list(zip(pairs, results))[:20]:
+    for (gt, pred), m in list(zip(pairs, results, strict=False))[:20]:
         assert m["boundary_iou"] == pytest.approx(_reference_boundary_iou(gt, pred, boundary_width(gt.shape)))
         a, b = _contour_points(gt), _contour_points(pred)
         assert m["hausdorff"] == pytest.approx(max(directed_hausdorff(a, b)[0], directed_hausdorff(b, a)[0]))
-    for (gt, _), m in zip(pairs, results):
+    for (gt, _), m in zip(pairs, results, strict=False):
         assert mask_metrics(gt, gt)["hausdorff"] == 0.0
         assert 1.0 <= m["hd95"] <= m["hausdorff"] < 800.0
         assert 0 < m["iou"] < 1 and 0 < m["boundary_iou"] < 1

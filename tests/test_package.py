@@ -68,7 +68,18 @@ def test_npe2_validates_and_discovers_plugin():
 @pytest.mark.slow
 def test_wheel_contains_manifest_and_only_the_core_package(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
         check=True,
     )
     (wheel,) = tmp_path.glob("napari_segmentello-*.whl")

@@ -149,7 +149,9 @@ def test_empty_first_plane_gives_an_empty_stack_and_full_progress():
     image = np.stack([np.full(SHAPE, z) for z in range(5)])
     masks = [_disc((32, 40), 10) for _ in range(5)]
     masks[2] = np.zeros(SHAPE, bool)
-    out = propagate(image, _disc((32, 40), 3), 2, refiner=ListRefiner(masks), progress=lambda d, t: calls.append((d, t)))
+    out = propagate(
+        image, _disc((32, 40), 3), 2, refiner=ListRefiner(masks), progress=lambda d, t: calls.append((d, t))
+    )
     assert not out.any() and calls[-1] == (5, 5)
 
 
@@ -187,7 +189,8 @@ def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"erosion": 1.0}, {"erosion": -0.1}, {"min_area_ratio": 1.5}, {"max_area_ratio": 0.5}, {"min_overlap": 2}]
+    "kwargs",
+    [{"erosion": 1.0}, {"erosion": -0.1}, {"min_area_ratio": 1.5}, {"max_area_ratio": 0.5}, {"min_overlap": 2}],
 )
 def test_bad_settings_are_value_errors(kwargs):
     with pytest.raises(ValueError):
@@ -345,7 +348,9 @@ def test_propagation_with_a_real_refiner_returns_a_contiguous_run(nucleus, tmp_p
     path = save_checkpoint(tmp_path / "m.pt", build_model("tiny16-32", working_size=64))
     stack, truth, mid = nucleus
     calls = []
-    out = propagate(stack, _middle_stroke(truth, mid), mid, model=path, device="cpu", progress=lambda d, t: calls.append(d))
+    out = propagate(
+        stack, _middle_stroke(truth, mid), mid, model=path, device="cpu", progress=lambda d, t: calls.append(d)
+    )
     assert out.dtype == bool and out.shape == truth.shape
     reached = np.flatnonzero(out.reshape(len(out), -1).any(axis=1))
     if reached.size:
@@ -370,8 +375,13 @@ if __name__ == "__main__":  # the per-plane IoU measurement
     }
     print("plane | gt area | " + " | ".join(f"{name} IoU" for name in results))
     for z in range(len(truth)):
-        cells = [f"{_iou(truth[z], r[z]):.3f}" if truth[z].any() else ("empty" if not r[z].any() else "FP") for r in results.values()]
+        cells = [
+            f"{_iou(truth[z], r[z]):.3f}" if truth[z].any() else ("empty" if not r[z].any() else "FP")
+            for r in results.values()
+        ]
         print(f"{z} | {int(truth[z].sum())} | " + " | ".join(cells))
     for name, r in results.items():
         present = truth.reshape(len(truth), -1).any(axis=1)
-        print(f"{name}: mean IoU over planes with the nucleus {np.mean([_iou(truth[z], r[z]) for z in np.flatnonzero(present)]):.3f}")
+        print(
+            f"{name}: mean IoU over planes with the nucleus {np.mean([_iou(truth[z], r[z]) for z in np.flatnonzero(present)]):.3f}"
+        )

@@ -1,6 +1,6 @@
 """GUI tests of the widget's correction, click, propagation and finetuning actions (run under Xvfb).
 
-The stand-in models of ``test_widget`` (fixed rule: brighter than the window's mean)
+The stand-in models of ``gui_support`` (fixed rule: brighter than the window's mean)
 test the plumbing; spies on the engine check which prompts reach it. One test uses the
 bundled ``default`` weights and one finetunes a real (tiny) model for a few seconds.
 """
@@ -16,7 +16,7 @@ from napari.layers import Image, Labels, Points
 from napari.utils import progress
 from qtpy.QtWidgets import QDialog
 from scipy import ndimage as ndi
-from test_widget import MIN_IOU, WAIT_MS, BrightStandIn, iou, notes, run_refine, sample, setup  # noqa: F401
+from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
 from napari_segmentello import _qt_layers as ql
 from napari_segmentello import _widget
@@ -395,7 +395,7 @@ def test_finetune_dialog_offers_the_images_masks(setup, qtbot, sample, tmp_path,
     monkeypatch.setattr(widget, "finetune", lambda *args: started.append(args))
     widget.finetune_button.click()
     assert len(asked) == 1
-    (layers, minutes, out), = started
+    ((layers, minutes, out),) = started
     assert [layer.name for layer in layers] == ["coins refined"] and minutes == 2.0 and out.parent == tmp_path
 
 

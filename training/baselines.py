@@ -25,7 +25,9 @@ from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.roi import roi_from_stroke, stroke_bbox
 
 
-def stroke_window(image: np.ndarray, stroke: np.ndarray, margin: float) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+def stroke_window(
+    image: np.ndarray, stroke: np.ndarray, margin: float
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     """(image region of the ROI, its RGB in [0, 1] scaled like the model's input, the stroke there)."""
     if margin <= 0:
         raise ValueError(f"the baselines need a background band around the stroke: margin must be > 0, got {margin}")

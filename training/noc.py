@@ -165,7 +165,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         f"(corrective clicks on each method's own errors), seed {results['seed']}, device {results['device']}. "
         f"NoC@t: mean first round reaching IoU t, a failure counts as {results['rounds']}.",
         "",
-        "| method | " + " | ".join([*(f"NoC@{k}" for k in keys), *(f"IoU@{r}" for r in shown), f"failures@{keys[-1]}"]) + " |",
+        "| method | "
+        + " | ".join([*(f"NoC@{k}" for k in keys), *(f"IoU@{r}" for r in shown), f"failures@{keys[-1]}"])
+        + " |",
         "|---" * (len(keys) + len(shown) + 2) + "|",
     ]
     for name, s in results["methods"].items():

@@ -26,13 +26,20 @@ GRID = {  # dataset -> protocols evaluated on its val split
     "coco-mini": ("study", "scribble", "lasso", "click"),
     "dsb2018-nuclei": ("study", "scribble", "click"),
 }
-METHOD_NAMES = {evaluate.MODEL: "**{model}**", "identity": "stroke alone", "grabcut": "GrabCut", "randomwalker": "random walker"}
+METHOD_NAMES = {
+    evaluate.MODEL: "**{model}**",
+    "identity": "stroke alone",
+    "grabcut": "GrabCut",
+    "randomwalker": "random walker",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.report", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="default", help="comma list of bundled names or checkpoint paths")
-    p.add_argument("--max-objects", type=int, default=400, help="seeded subset of val objects per dataset (default 400)")
+    p.add_argument(
+        "--max-objects", type=int, default=400, help="seeded subset of val objects per dataset (default 400)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", type=Path, default=Path("runs/report"))

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML config (training/configs/*.toml); defaults if omitted")
     p.add_argument("--out", type=Path, help="output folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (finished epochs are kept)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field (TOML value)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field (TOML value)"
+    )
     named = p.add_argument_group("config overrides")
     named.add_argument("--model", help="model name, e.g. tiny16-32 or res32-256+cspn")
     named.add_argument("--loss", help="loss name, e.g. bce-dice")
@@ -316,7 +318,9 @@ class Trainer:
         """Mean training loss over all ranks and the number of samples seen."""
         self.model.train()
         self.sampler.set_epoch(self.epoch)
-        steps = len(self.train_loader) if self.cfg.max_steps is None else min(self.cfg.max_steps, len(self.train_loader))
+        steps = (
+            len(self.train_loader) if self.cfg.max_steps is None else min(self.cfg.max_steps, len(self.train_loader))
+        )
         total = count = 0.0
         bar = tqdm(self.train_loader, total=steps, desc=f"epoch {self.epoch + 1}", disable=not self.dist.main)
         for step, batch in enumerate(bar):

@@ -80,14 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     drift = half_drift(args.checkpoint, args.objects)
     half = drift < HALF_PROB_ATOL
-    print(f"float16 storage moves probabilities by at most {drift:.2e} (bound {HALF_PROB_ATOL}): "
-          f"storing {'float16' if half else 'float32'}")
+    print(
+        f"float16 storage moves probabilities by at most {drift:.2e} (bound {HALF_PROB_ATOL}): "
+        f"storing {'float16' if half else 'float32'}"
+    )
     metrics = {"training": ckpt.metrics}
     if args.metrics_from is not None:
         metrics |= val_metrics(args.metrics_from)
     provenance = {**ckpt.provenance, "shipped_from": str(args.checkpoint), "half_precision_drift": drift}
     model = load_model_from_checkpoint(args.checkpoint)
-    out = save_checkpoint(args.weights_dir / f"{args.name}.pt", model, provenance=provenance, metrics=metrics, half=half)
+    out = save_checkpoint(
+        args.weights_dir / f"{args.name}.pt", model, provenance=provenance, metrics=metrics, half=half
+    )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -39,7 +39,15 @@ def default_path(folder: Path, model: str) -> Path:
 
 
 def finetune_job(
-    image: Image, layers: list[Labels], model: Any, device: str, minutes: float, out: Path, *, report: Callable, stop: Any
+    image: Image,
+    layers: list[Labels],
+    model: Any,
+    device: str,
+    minutes: float,
+    out: Path,
+    *,
+    report: Callable,
+    stop: Any,
 ) -> Path:
     """Worker body: the picked masks' planes as (image, labels) pairs, finetuned on; returns the saved checkpoint."""
     pairs = ql.training_pairs(image, layers)
@@ -47,9 +55,7 @@ def finetune_job(
     def step(done: int, total: int, loss: float) -> None:
         report(done, total, f"loss {loss:.3f}")
 
-    return finetune(
-        pairs, model=model, out=out, minutes=minutes, device=device, progress=step, should_stop=stop.is_set
-    )
+    return finetune(pairs, model=model, out=out, minutes=minutes, device=device, progress=step, should_stop=stop.is_set)
 
 
 class FinetuneDialog(QDialog):

@@ -128,8 +128,10 @@ def run_models(args: argparse.Namespace) -> int:
 
     entries = [(p.stem, p) for p in args.checkpoints] or [(n, WEIGHTS_DIR / f"{n}.pt") for n in list_models()]
     if not entries:
-        print(f"no bundled weights in {WEIGHTS_DIR}; train them with `python -m training.run ...` "
-              "or describe a checkpoint: napari-segmentello models PATH")
+        print(
+            f"no bundled weights in {WEIGHTS_DIR}; train them with `python -m training.run ...` "
+            "or describe a checkpoint: napari-segmentello models PATH"
+        )
         return 0
     for _, path in entries:
         if not path.is_file():

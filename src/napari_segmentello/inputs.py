@@ -22,9 +22,7 @@ EXTRAS = ("pos", "neg", "prev", "grad")
 _MAX_SAMPLES = 1_000_000
 
 
-def intensity_range(
-    image: np.ndarray, low: float = 1.0, high: float = 99.8
-) -> tuple[np.ndarray, np.ndarray]:
+def intensity_range(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> tuple[np.ndarray, np.ndarray]:
     """Robust per-channel (lo, hi) from percentiles of an H×W×C image, ignoring NaN/inf.
 
     Large images are subsampled on a regular grid so the cost stays bounded.

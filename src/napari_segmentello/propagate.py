@@ -76,9 +76,7 @@ def _check_settings(erosion: float, min_area_ratio: float, max_area_ratio: float
     if not 0.0 <= erosion < 1.0:
         raise ValueError(f"erosion must be in [0, 1) (a fraction of the object's radius), got {erosion}")
     if not 0.0 <= min_area_ratio <= 1.0 <= max_area_ratio:
-        raise ValueError(
-            f"need 0 <= min_area_ratio <= 1 <= max_area_ratio, got {min_area_ratio} and {max_area_ratio}"
-        )
+        raise ValueError(f"need 0 <= min_area_ratio <= 1 <= max_area_ratio, got {min_area_ratio} and {max_area_ratio}")
     if not 0.0 <= min_overlap <= 1.0:
         raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
 

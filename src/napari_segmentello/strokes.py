@@ -288,9 +288,7 @@ def _error_click(error: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _place(stroke & obj, origin, error.shape)
 
 
-def correction_strokes(
-    gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def correction_strokes(gt: np.ndarray, pred: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``(pos, neg)`` corrective clicks: inside the largest missed region and the largest false-positive region.
 
     Like an annotator fixing the worst error first (the usual NoC protocol).

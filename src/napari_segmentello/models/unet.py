@@ -87,11 +87,11 @@ class UNet(nn.Module):
         block = ResBlock if spec.family == "res" else DoubleConv
         self.multiple = 2 ** (len(widths) - 1)
         self.encoder = nn.ModuleList(
-            [block(spec.in_channels, widths[0]), *(block(a, b) for a, b in zip(widths, widths[1:]))]
+            [block(spec.in_channels, widths[0]), *(block(a, b) for a, b in zip(widths, widths[1:], strict=False))]
         )
         self.pool = nn.MaxPool2d(2)
         self.decoder = nn.ModuleList(
-            [Up(b, a, block, attention=spec.family == "attn") for a, b in reversed(list(zip(widths, widths[1:])))]
+            [Up(b, a, block, attention=spec.family == "attn") for a, b in reversed(list(zip(widths, widths[1:], strict=False)))]
         )
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
         self.cspn = CSPNHead(widths[0], spec.cspn_iters) if spec.cspn else None
