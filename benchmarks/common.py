@@ -133,7 +133,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def stand_in_checkpoint(folder: Path) -> Path:
-    """A random-init checkpoint with the default weights' spec (tiny16-128, RGB + pos/neg/prev, half).
+    """A random-init checkpoint with the default weights' spec (tiny16-128, RGB + pos/neg/prev, float32).
 
     Same architecture, input recipe and storage as the bundled default, so its
     latency is the default's; its masks are meaningless.
@@ -146,7 +146,7 @@ def stand_in_checkpoint(folder: Path) -> Path:
     torch.manual_seed(0)
     model = build_model("tiny16-128", image_channels=3, extras=("pos", "neg", "prev"))
     path = Path(folder) / "stand-in-tiny16-128.pt"
-    return save_checkpoint(path, model, provenance={"note": STAND_IN_NOTE}, half=True)
+    return save_checkpoint(path, model, provenance={"note": STAND_IN_NOTE})
 
 
 def resolve_models(names: str | None, stand_in: bool, folder: Path) -> list[tuple[str, str, bool]]:

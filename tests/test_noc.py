@@ -10,8 +10,9 @@ import torch
 
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.models import build_model
-from training import noc as noc_module  # noqa: E402
-from training.noc import grabcut_strokes, interact, noc, parse_targets, summarize, target_key  # noqa: E402
+from training import noc as noc_module
+from training.noc import grabcut_strokes, interact, noc, parse_targets, summarize, target_key
+from training.report import splice
 
 
 @pytest.mark.parametrize(
@@ -99,6 +100,7 @@ def test_cli_writes_results_for_three_val_objects(tmp_path, data_root):
         assert all(len(curve) == 3 and all(0 <= v <= 1 for v in curve) for curve in record["iou"].values())
     table = (out / "noc.md").read_text()
     assert "| method | NoC@85 | NoC@90 | IoU@1 | IoU@3 | failures@90 |" in table
+    assert f"Command: `python -m training.noc {' '.join(argv)}`" in table and "coco-mini val" in table
     assert (out / "noc_curve.png").stat().st_size > 0
 
 
@@ -109,3 +111,10 @@ def test_cli_bad_arguments_exit_2(extra, tmp_path, capsys):
     argv = ["--model", "no-such-model", "--out", str(tmp_path), *extra]
     assert noc_module.main(argv) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_report_splices_between_markers_only():
+    text = "intro\n<!-- noc:begin -->\nold\n<!-- noc:end -->\noutro\n"
+    assert splice(text, "noc", "new table\n") == "intro\n<!-- noc:begin -->\nnew table\n<!-- noc:end -->\noutro\n"
+    with pytest.raises(ValueError, match="performance:begin"):
+        splice(text, "performance", "x")

@@ -159,7 +159,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     keys = [target_key(t) for t in results["targets"]]
     shown = [k for k in SHOWN_ROUNDS if k <= results["rounds"]]
     lines = [
-        f"# NoC: {results['model']} on {results['dataset']['ann_file']}",
+        f"#### {results['model']} on {results['dataset']['name']} {results['dataset']['split']}",
+        "",
+        f"Command: `{results['command']}`.",
         "",
         f"{results['n_objects']} objects, first stroke `{results['protocol']}`, up to {results['rounds']} rounds "
         f"(corrective clicks on each method's own errors), seed {results['seed']}, device {results['device']}. "
@@ -234,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "model": str(args.model),
         "spec": refiner.spec.to_dict(),
-        "dataset": {"images_dir": str(images_dir), "ann_file": str(ann_file), "skipped": dict(instances.skipped)},
+        "command": "python -m training.noc " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dataset": {
+            "name": args.dataset,
+            "split": args.split,
+            "images_dir": str(images_dir),
+            "ann_file": str(ann_file),
+            "skipped": dict(instances.skipped),
+        },
         "protocol": args.protocol,
         "rounds": args.rounds,
         "targets": targets,

@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run evaluations already in OUT")
     p.add_argument("--readme", action="store_true", help="splice the table into README.md")
     p.add_argument("--performance", type=Path, help="a benchmarks Markdown file to splice into README.md")
+    p.add_argument("--noc", type=Path, nargs="+", help="training.noc noc.md files to splice into README.md")
     return p
 
 
@@ -107,9 +108,13 @@ def splice(text: str, name: str, body: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     readme = REPO / "README.md"
-    if args.performance is not None:
-        readme.write_text(splice(readme.read_text(), "performance", args.performance.read_text()))
-        print(f"spliced {args.performance} into {readme}")
+    sections = {"performance": [args.performance] if args.performance else [], "noc": args.noc or []}
+    if any(sections.values()):
+        for name, files in sections.items():
+            if files:
+                body = "\n".join(f.read_text().rstrip() + "\n" for f in files)
+                readme.write_text(splice(readme.read_text(), name, body))
+                print(f"spliced {', '.join(map(str, files))} into {readme}")
         return 0
     lines = [
         f"Command: `python -m training.report --models {args.models} --max-objects {args.max_objects} --readme`. "

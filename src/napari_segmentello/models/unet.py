@@ -91,7 +91,10 @@ class UNet(nn.Module):
         )
         self.pool = nn.MaxPool2d(2)
         self.decoder = nn.ModuleList(
-            [Up(b, a, block, attention=spec.family == "attn") for a, b in reversed(list(zip(widths, widths[1:], strict=False)))]
+            [
+                Up(b, a, block, attention=spec.family == "attn")
+                for a, b in reversed(list(zip(widths, widths[1:], strict=False)))
+            ]
         )
         self.head = nn.Conv2d(widths[0], 1, kernel_size=1)
         self.cspn = CSPNHead(widths[0], spec.cspn_iters) if spec.cspn else None

@@ -1,0 +1,48 @@
+"""The window rule shared by training and inference: ROI from a stroke, crop/paste, resizing."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage import data
+from skimage.transform import resize
+
+from napari_segmentello.roi import ROI, crop, paste, resize_image, resize_mask, roi_from_stroke
+
+
+def test_roi_is_centred_and_enlarged_by_the_margin():
+    stroke = np.zeros((200, 200), bool)
+    stroke[90:110, 60:140] = True  # box 20 x 80
+    roi = roi_from_stroke(stroke, margin=0.5)
+    assert roi.size == 160 and (roi.y0 + roi.size / 2, roi.x0 + roi.size / 2) == (100, 100)
+    dot = np.zeros((200, 200), bool)
+    dot[5, 5] = True
+    assert roi_from_stroke(dot, min_size=32).size == 32
+
+
+def test_crop_pads_overhang_and_paste_writes_only_inside():
+    image = np.arange(100, dtype=np.float32).reshape(10, 10)
+    roi = ROI(-2, 6, 6)  # overhangs the top and the right
+    window = crop(image, roi, fill=-1)
+    assert window.shape == (6, 6) and (window[:2] == -1).all() and (window[:, 4:] == -1).all()
+    assert window[2, 0] == image[0, 6]
+    out = paste(np.zeros((10, 10)), np.ones((6, 6)), roi)
+    assert out.sum() == 4 * 4 and out[0:4, 6:10].all()
+
+
+def test_small_windows_resize_exactly_as_skimage():
+    window = resize(data.astronaut() / 255.0, (300, 300, 3))
+    expected = resize(window, (128, 128, 3), order=1, anti_aliasing=True, preserve_range=True)
+    assert np.allclose(resize_image(window, 128), expected, atol=1e-6)
+
+
+def test_large_windows_shrink_like_the_exact_resize():
+    """Block means first (fast), then the anti-aliased resize: same picture, same mask."""
+    window = resize(data.astronaut() / 255.0, (1500, 1500, 3)).astype(np.float32)
+    exact = resize(window, (128, 128, 3), order=1, anti_aliasing=True, preserve_range=True)
+    fast = resize_image(window, 128)
+    assert fast.shape == (128, 128, 3) and fast.dtype == np.float32
+    assert np.abs(fast - exact).mean() < 0.01
+    mask = np.zeros((1500, 1500), bool)
+    mask[300:1100, 400:900] = True
+    small = resize_mask(mask, 128)
+    assert abs(small.mean() - mask.mean()) < 0.005
