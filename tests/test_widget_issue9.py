@@ -447,6 +447,16 @@ def test_stop_or_close_cancels_finetuning(setup, qtbot, sample, tmp_path, notes)
     assert not Path(tmp_path / "closed.pt").exists()
 
 
+def test_a_progress_report_racing_the_end_of_a_job_is_dropped(setup):
+    """Moving the bar processes Qt events; if the job ends in them, the bar is gone: no crash."""
+    _, widget = setup()
+    widget._progress_bar("Segmentello: finetuning")
+    bar, finish = widget._pbar, widget._on_finished
+    bar.update = lambda n: finish()  # the job's end arrives while the bar moves
+    widget._on_progress(1, 10, "loss 0.3")
+    assert widget._pbar is None and bar.desc == "Segmentello: finetuning"
+
+
 def test_finetune_errors_are_notifications(setup, qtbot, sample, tmp_path, notes):
     image, strokes, _ = sample
     viewer, widget = setup(image, strokes)

@@ -626,13 +626,14 @@ class SegmentelloWidget(QWidget):
         self._pbar, self._pbar_desc = progress(total=0, desc=desc), desc
 
     def _on_progress(self, done: int, total: int, note: str) -> None:
-        if self._pbar is None:
+        bar = self._pbar
+        if bar is None:
             return
-        if self._pbar.total != total:
-            self._pbar.total = total
-        self._pbar.update(done - self._pbar.n)
-        if note:
-            self._pbar.set_description(f"{self._pbar_desc} ({note})")
+        if bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)  # may process Qt events, in which the job can end and close the bar
+        if note and self._pbar is bar:
+            bar.set_description(f"{self._pbar_desc} ({note})")
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, _Stopped | FinetuneCancelled):
