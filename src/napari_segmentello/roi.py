@@ -111,6 +111,4 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a boolean mask to size×size by area coverage (>= half covered is kept)."""
-    cover = _block_mean(mask.astype(np.float32), size)
-    cover = resize(cover, (size, size), order=1, anti_aliasing=cover.shape[0] > size)
-    return cover >= 0.5
+    return resize_image(mask.astype(np.float32), size) >= 0.5
