@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from napari_segmentello import strokes
-from napari_segmentello.strokes import PROTOCOLS, correction_strokes, simulate_stroke
+from napari_segmentello.strokes import PROTOCOLS, correction_strokes, first_click, next_click, simulate_stroke
 
 NAMES = sorted(PROTOCOLS)
 
@@ -211,3 +212,72 @@ def test_strokes_on_real_coco_objects(data_root):
             assert stroke.any() and (stroke & mask).any(), (name, image_id, ann_id)
             if name == "click":
                 assert not (stroke & ~mask).any()
+
+
+# ---------------------------------------------------------------- standard click protocol
+
+
+def _padded_dt(error: np.ndarray) -> np.ndarray:
+    """RITM's full-frame reference: distance transform of the error padded by one zero pixel."""
+    return ndi.distance_transform_edt(np.pad(error, 1))[1:-1, 1:-1]
+
+
+@pytest.mark.parametrize("shape", ["disc", "L", "tiny5x5", "line2px", "pixel", "border"])
+def test_first_click_is_at_the_distance_transform_maximum(shape):
+    mask = SHAPES[shape]
+    row, col, positive = first_click(mask)
+    dt = _padded_dt(mask)
+    assert positive and mask[row, col]
+    assert dt[row, col] == dt.max()
+    assert (row, col) == np.unravel_index(int(np.argmax(dt)), dt.shape)  # ties: first in row-major order
+    assert next_click(mask, np.zeros_like(mask)) == (row, col, True)
+
+
+def test_first_click_counts_the_image_border_as_boundary():
+    mask = np.zeros((40, 100), bool)
+    mask[:, :60] = True  # touches three image borders; without the padding the deepest pixel would hug the border
+    row, col, _ = first_click(mask)
+    assert 15 <= row <= 24 and 15 <= col <= 44
+
+
+def test_next_click_goes_to_the_deeper_error_with_its_sign():
+    gt = _disc(center=(60, 60), radius=25)
+    pred = _disc(center=(60, 75), radius=25) | _disc(center=(18, 122), radius=12)
+    fn, fp = gt & ~pred, pred & ~gt
+    row, col, positive = next_click(gt, pred)
+    assert not positive and fp[row, col]  # the FP blob at (18, 122) is deeper than the missed crescent
+    assert _padded_dt(fp)[row, col] == _padded_dt(fp).max() > _padded_dt(fn).max()
+    mirrored = _disc(center=(60, 75), radius=25)  # FN and FP crescents are mirror images: equally deep
+    assert next_click(gt, mirrored)[2] is False  # a tie goes to the false positive, as in RITM's clicker
+    row, col, positive = next_click(gt, _disc(center=(15, 120), radius=8))
+    assert positive and gt[row, col]  # the whole missed disc is deeper than the small FP blob
+
+
+def test_next_click_is_none_without_error_and_checks_its_input():
+    gt = SHAPES["L"]
+    assert next_click(gt, gt) is None
+    assert next_click(np.zeros_like(gt), np.zeros_like(gt)) is None
+    assert next_click(np.zeros_like(gt), gt)[2] is False
+    with pytest.raises(ValueError, match="shapes differ"):
+        next_click(gt, gt[:-1])
+    with pytest.raises(ValueError, match="2D"):
+        next_click(gt[None], gt[None])
+    with pytest.raises(ValueError, match="empty"):
+        first_click(np.zeros_like(gt))
+
+
+def _ritm_click(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, bool]:
+    """RITM's clicker on the full frame, the reference the windowed ``next_click`` must reproduce."""
+    fn_dt, fp_dt = _padded_dt(gt & ~pred), _padded_dt(pred & ~gt)
+    positive = fn_dt.max() > fp_dt.max()
+    dt = fn_dt if positive else fp_dt
+    rows, cols = np.where(dt == dt.max())
+    return int(rows[0]), int(cols[0]), bool(positive)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_next_click_matches_the_full_frame_ritm_clicker(seed):
+    rng = np.random.default_rng(seed)
+    blobs = ndi.gaussian_filter(rng.standard_normal((2, 90, 110)), sigma=(0, 6, 6))
+    gt, pred = blobs[0] > 0.02, blobs[1] > 0.02  # random shapes, many touching the image border
+    assert next_click(gt, pred) == _ritm_click(gt, pred)

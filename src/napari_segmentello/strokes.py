@@ -302,6 +302,49 @@ def correction_strokes(gt: np.ndarray, pred: np.ndarray, rng: np.random.Generato
     return _error_click(gt & ~pred, rng), _error_click(pred & ~gt, rng)
 
 
+def _deepest_pixel(error: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """``(depth, (row, col))`` of the first (row-major) pixel of ``error`` farthest from its boundary.
+
+    The image border counts as boundary (RITM pads the error with one zero
+    pixel). The distance transform runs on the error's box grown by that one
+    pixel: every pixel of the box's ring is zero, so the result is the
+    full-frame one at a cost that follows the error.
+    """
+    if not error.any():
+        return 0.0, (0, 0)
+    (oy, ox), sub = _window(error, pad=1)
+    dt = ndi.distance_transform_edt(sub)
+    row, col = np.unravel_index(int(np.argmax(dt)), dt.shape)
+    return float(dt[row, col]), (int(row) + oy, int(col) + ox)
+
+
+def next_click(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int, bool] | None:
+    """The standard corrective click (RITM, SimpleClick, SAM): ``(row, col, positive)``, or None without error.
+
+    The click goes to the error pixel farthest from the boundary of its error
+    region, in missed object (positive) or false positive (negative),
+    whichever reaches deeper; a tie goes to the false positive, as in RITM's
+    clicker. Deterministic, so NoC figures can be set beside published ones.
+    """
+    gt = _as_mask(gt, "gt", allow_empty=True)
+    pred = _as_mask(pred, "pred", allow_empty=True)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred shapes differ: {gt.shape} vs {pred.shape}")
+    fn_depth, fn_at = _deepest_pixel(gt & ~pred)
+    fp_depth, fp_at = _deepest_pixel(pred & ~gt)
+    if fn_depth == 0.0 and fp_depth == 0.0:
+        return None
+    positive = fn_depth > fp_depth
+    row, col = fn_at if positive else fp_at
+    return row, col, positive
+
+
+def first_click(gt: np.ndarray) -> tuple[int, int, bool]:
+    """The standard protocol's first click: the object pixel farthest from its boundary (always positive)."""
+    _, (row, col) = _deepest_pixel(_as_mask(gt, "gt"))  # = next_click(gt, empty prediction)
+    return row, col, True
+
+
 # ---------------------------------------------------------------- clicks from the user
 
 CLICK_RADIUS = 4.5  # px: the centre of click_stroke's U(3, 6) disc radius, so a user's click looks like training's
