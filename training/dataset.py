@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.inputs import intensity_range
 from napari_segmentello.losses import signed_distance_map
-from napari_segmentello.samples import Sample, make_sample, perturb_mask  # shared with finetune; re-exported
+from napari_segmentello.samples import DEFAULT_MIX, PromptMix, Sample, make_sample, perturb_mask  # shared with finetune
 
 from training.config import TrainConfig
 
@@ -116,6 +116,7 @@ class StrokeSamples(Dataset):
         seed: int,
         correction_prob: float = 0.0,
         with_sdm: bool = False,
+        mix: PromptMix = DEFAULT_MIX,
     ) -> None:
         if correction_prob > 0 and not {"neg", "prev"} <= set(spec.extras):
             raise ValueError(
@@ -123,7 +124,7 @@ class StrokeSamples(Dataset):
                 f"got extras {tuple(spec.extras)}"
             )
         self.sources, self.items, self.spec, self.protocol = sources, items, spec, protocol
-        self.seed, self.correction_prob, self.with_sdm = seed, correction_prob, with_sdm
+        self.seed, self.correction_prob, self.with_sdm, self.mix = seed, correction_prob, with_sdm, mix
         self._ranges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -145,7 +146,9 @@ class StrokeSamples(Dataset):
         lo, hi = self._ranges[key]
         rng = self.rng(index, epoch)
         correction = self.correction_prob > 0 and rng.random() < self.correction_prob
-        return make_sample(inst.image, inst.mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction)
+        return make_sample(
+            inst.image, inst.mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix
+        )
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)

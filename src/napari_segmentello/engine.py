@@ -1,7 +1,11 @@
-"""Inference: strokes on a 2D image -> refined masks (the public API behind ``napari_segmentello``).
+"""Inference: strokes, clicks and boxes on a 2D image -> refined masks (the public API behind ``napari_segmentello``).
 
-Each object is cut out as a window around its stroke (:func:`inputs.prepare_window`,
-the same function training uses), all windows go through the network in one batch,
+Study models (``context="stroke"``) cut each object as one window around its stroke
+(:func:`inputs.prepare_window`, the same function training uses). Object-aware models
+(``context="object"``) run the coarse-to-fine path of :mod:`roi`: pass 1 grows a window
+around the prompts until the predicted mask stays inside it, pass 2 refines that mask's
+box at full working resolution (training cuts its windows with the same functions).
+All objects' windows of one step go through the network in one batch,
 and each probability window is resized back and pasted into a full-frame result.
 Only windows are converted to float, so time and memory follow the objects, not
 the image size; a dask/zarr image is read as one strided sample (its intensity
@@ -22,8 +26,20 @@ import torch
 from torch import nn
 
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
-from napari_segmentello.inputs import intensity_range, prepare_window
-from napari_segmentello.roi import ROI, paste, resize_image, roi_from_stroke
+from napari_segmentello.inputs import Box, intensity_range, prepare_window, window_input
+from napari_segmentello.roi import (
+    ROI,
+    focus_roi,
+    mask_box,
+    next_context,
+    paste,
+    resample_window,
+    resize_image,
+    roi_from_stroke,
+    start_context,
+    stroke_bbox,
+    union_box,
+)
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
 
@@ -161,6 +177,55 @@ def _selector(value: Any) -> Callable[[np.ndarray], np.ndarray]:
     return (lambda a: a != 0) if value is None else (lambda a: a == value)
 
 
+class _Selected:
+    """One object's pixels of a label image as a lazy bool H×W mask: only the windows cut from it are compared."""
+
+    dtype = np.dtype(bool)
+
+    def __init__(self, labels: np.ndarray, value: Any) -> None:
+        self._labels, self._select = labels, _selector(value)
+        self.shape = labels.shape
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        return self._select(self._labels[key])
+
+
+def check_box(box: Any, shape: tuple[int, int]) -> Box:
+    """``(row0, col0, row1, col1)`` clipped to the image; inverted, empty or outside boxes are a ValueError."""
+    try:
+        values = np.asarray(box, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"box must be 4 numbers (row0, col0, row1, col1), got {box!r}") from None
+    if values.size != 4 or not np.isfinite(values).all():
+        raise ValueError(f"box must be 4 finite numbers (row0, col0, row1, col1), got {box!r}")
+    r0, c0, r1, c1 = (int(round(v)) for v in values)
+    if r1 <= r0 or c1 <= c0:
+        raise ValueError(f"box {box!r} is empty or inverted: need row0 < row1 and col0 < col1 (end-exclusive pixels)")
+    h, w = shape
+    clipped = (max(r0, 0), max(c0, 0), min(r1, h), min(c1, w))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        raise ValueError(f"box {box!r} lies outside the image of shape {(h, w)}")
+    return clipped
+
+
+@dataclass(frozen=True)
+class _Object:
+    """One object's positive prompts for the object-aware path: a (lazy) stroke mask and/or a box."""
+
+    value: Any
+    pos: Any  # H×W bool-like or None
+    stroke_box: tuple[int, int, int, int] | None  # (y0, y1, x0, x1) of the stroke
+    box: Box | None
+
+    def extent(self, previous_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+        """Where the prompts are: the union of the stroke's, the box's and the previous mask's boxes."""
+        boxes = [b for b in (self.stroke_box, previous_box) if b is not None]
+        if self.box is not None:
+            r0, c0, r1, c1 = self.box
+            boxes.append((r0, r1, c0, c1))
+        return union_box(boxes)
+
+
 @dataclass(frozen=True)
 class _Window:
     """One object's probability map over its ROI (roi.size × roi.size, float32)."""
@@ -198,34 +263,55 @@ class Refiner:
         self._range = intensity_range(view)
         self._image, self._image_shape = view, tuple(np.shape(image))
 
-    def predict(self, stroke: Any, *, negative: Any = None, previous: Any = None) -> np.ndarray:
-        """Boolean H×W mask of the object under ``stroke`` (all its nonzero pixels are one object)."""
-        stroke = self._frame(stroke, "stroke")
-        out = np.zeros(stroke.shape, bool)
-        for _, window in self._windows(stroke, merge=True, negative=negative, previous=previous):
+    def predict(self, stroke: Any = None, *, box: Any = None, negative: Any = None, previous: Any = None) -> np.ndarray:
+        """Boolean H×W mask of one object: under ``stroke`` (all its nonzero pixels) and/or inside ``box``.
+
+        ``box`` is ``(row0, col0, row1, col1)`` in image pixels, end-exclusive; a box alone is
+        enough, a box plus strokes or clicks refines it.
+        """
+        out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
+        for _, window in self._one(stroke, box, negative, previous):
             paste(out, window.prob > self.threshold, window.roi)
-        return out
+        return self._without_negative(out, negative)
 
-    def predict_proba(self, stroke: Any, *, negative: Any = None, previous: Any = None) -> np.ndarray:
-        """float32 H×W object probability (0 outside the stroke's window)."""
-        stroke = self._frame(stroke, "stroke")
-        out = np.zeros(stroke.shape, np.float32)
-        for _, window in self._windows(stroke, merge=True, negative=negative, previous=previous):
+    def predict_proba(self, stroke: Any = None, *, box: Any = None, negative: Any = None, previous: Any = None):
+        """float32 H×W object probability (0 outside the object's final window)."""
+        out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), np.float32)
+        for _, window in self._one(stroke, box, negative, previous):
             paste(out, window.prob, window.roi)
+        return self._without_negative(out, negative)
+
+    def _one(self, stroke: Any, box: Any, negative: Any, previous: Any) -> list[tuple[Any, _Window]]:
+        """The windows of a single object given by a stroke, a box or both."""
+        if self._image is None:
+            raise ValueError("no image set: call Refiner.set_image(image) before predicting")
+        if stroke is None and box is None:
+            raise ValueError("give a stroke (or clicks drawn as a stroke) or a box: predict(stroke) / predict(box=...)")
+        boxes = None if box is None else {None: box}
+        if stroke is None:
+            stroke = np.zeros(self._image.shape[:2], bool)
+        stroke = self._frame(stroke, "stroke")
+        return self._windows(stroke, merge=True, negative=negative, previous=previous, boxes=boxes)
+
+    def _without_negative(self, out: np.ndarray, negative: Any) -> np.ndarray:
+        """ "Not this" pixels are never part of an object-aware model's answer, wherever they were painted."""
+        if negative is not None and self.spec.context == "object":
+            out[np.asarray(negative) != 0] = 0
         return out
 
-    def predict_labels(self, labels: Any) -> np.ndarray:
+    def predict_labels(self, labels: Any, *, boxes: dict[int, Any] | None = None) -> np.ndarray:
         """Each nonzero id refined as its own object, returned under that id in a new array.
 
-        Where refined objects overlap, the highest probability wins and ties go to
-        the lower id, so the result does not depend on processing order.
+        ``boxes`` (``{label_id: (row0, col0, row1, col1)}``) adds a box to an id's prompts, or
+        makes an object of a box alone. Where refined objects overlap, the highest probability
+        wins and ties go to the lower id, so the result does not depend on processing order.
         """
         labels = self._frame(labels, "labels")
         if labels.dtype.kind not in "biu":
             raise ValueError(f"labels must be an integer or boolean label image, got dtype {labels.dtype}")
         out = np.zeros(labels.shape, labels.dtype)
         placed: dict[Any, _Window] = {}
-        for value, window in self._windows(labels, merge=False):  # ascending ids
+        for value, window in self._windows(labels, merge=False, boxes=boxes):  # ascending ids
             rows, cols, wy, wx = window.roi.clipped(out.shape)
             prob = window.prob[wy, wx]
             claim = prob > self.threshold
@@ -270,10 +356,91 @@ class Refiner:
         return self._frame(array, name)
 
     def _windows(
-        self, labels: np.ndarray, *, merge: bool, negative: Any = None, previous: Any = None
+        self,
+        labels: np.ndarray,
+        *,
+        merge: bool,
+        negative: Any = None,
+        previous: Any = None,
+        boxes: dict[Any, Any] | None = None,
     ) -> list[tuple[Any, _Window]]:
-        """Cut, batch-predict and resize back every object's window."""
+        """Every object's final probability window, by the model's context rule."""
         neg, prev = self._prompt(negative, "negative", "neg"), self._prompt(previous, "previous", "prev")
+        if boxes and "box" not in self.spec.extras:
+            raise ValueError(
+                f"this model takes no box: its input recipe is image + {list(self.spec.extras)}; "
+                "use an object-aware model (e.g. one of the lite0 family) or draw a stroke instead"
+            )
+        if self.spec.context == "object":
+            return self._object_windows(self._object_prompts(labels, merge, boxes or {}), neg, prev)
+        return self._stroke_windows(labels, merge=merge, neg=neg, prev=prev)
+
+    def _object_prompts(self, labels: np.ndarray, merge: bool, boxes: dict[Any, Any]) -> list[_Object]:
+        """The objects to refine: each label id (or the merged stroke) and each boxed id, ascending."""
+        strokes = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
+        checked = {k: check_box(b, labels.shape) for k, b in boxes.items()}
+        ids = sorted(set(strokes) | set(checked), key=lambda v: (v is not None, v))
+        objects = []
+        for value in ids:
+            region = strokes.get(value)
+            stroke_box = None if region is None else (region[0].start, region[0].stop, region[1].start, region[1].stop)
+            pos = None if region is None else _Selected(labels, value)
+            objects.append(_Object(value, pos, stroke_box, checked.get(value)))
+        return objects
+
+    def _object_windows(
+        self, objects: list[_Object], neg: np.ndarray | None, prev: np.ndarray | None
+    ) -> list[tuple[Any, _Window]]:
+        """Coarse to fine: grow each object's window until its mask stays inside, then refine the mask's box."""
+        lo, hi = self._range
+        shape = self._image.shape[:2]
+        prev_box = None if prev is None or not prev.any() else stroke_bbox(prev != 0)
+        rois = [start_context(o.extent(prev_box)) for o in objects]
+        masks: list[np.ndarray] = [np.zeros(0)] * len(objects)
+        active, step = list(range(len(objects))), 0
+        while active:
+            probs = self._forward([self._input(objects[i], rois[i], neg, prev, lo, hi) for i in active])
+            still = []
+            for i, prob in zip(active, probs, strict=True):
+                masks[i] = prob
+                grown = next_context(rois[i], prob > self.threshold, shape, step)
+                if grown is not None:
+                    rois[i] = grown
+                    still.append(i)
+            active, step = still, step + 1
+        focus, coarse = [], []
+        for o, roi, prob in zip(objects, rois, masks, strict=True):
+            found = mask_box(prob > self.threshold, roi)
+            focus.append(focus_roi(found if found is not None else o.extent(prev_box)))
+            coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
+        probs = self._forward(
+            [self._input(o, r, neg, None, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
+        )
+        return [
+            (o.value, _Window(roi, resize_image(p, roi.size))) for o, roi, p in zip(objects, focus, probs, strict=True)
+        ]
+
+    def _input(
+        self,
+        obj: _Object,
+        roi: ROI,
+        neg: np.ndarray | None,
+        prev: np.ndarray | None,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        *,
+        coarse: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces ``prev``."""
+        x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=neg, prev=prev, box=obj.box)
+        if coarse is not None and "prev" in self.spec.extras:
+            x[3 + self.spec.extras.index("prev")] = coarse
+        return x
+
+    def _stroke_windows(
+        self, labels: np.ndarray, *, merge: bool, neg: np.ndarray | None, prev: np.ndarray | None
+    ) -> list[tuple[Any, _Window]]:
+        """One window around each object's stroke (the study families' rule)."""
         lo, hi = self._range
         objects, inputs, rois = _objects(labels, merge=merge), [], []
         for value, box in objects:
@@ -306,6 +473,7 @@ class Refiner:
         with evaluating(self.model):
             for start in range(0, len(inputs), _BATCH):
                 batch = torch.from_numpy(np.stack(inputs[start : start + _BATCH])).to(self.device, self._dtype)
+                batch = batch.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
                 logits = self.model(batch)
                 expected = (batch.shape[0], 1, *batch.shape[2:])
                 if tuple(logits.shape) != expected:
@@ -324,9 +492,15 @@ def refine(
 
 
 def refine_labels(
-    image: Any, labels: Any, *, model: ModelLike = "default", device: str = "auto", threshold: float = 0.5
+    image: Any,
+    labels: Any,
+    *,
+    boxes: dict[int, Any] | None = None,
+    model: ModelLike = "default",
+    device: str = "auto",
+    threshold: float = 0.5,
 ) -> np.ndarray:
-    """Every nonzero id of ``labels`` refined as its own object, in one batch (see :meth:`Refiner.predict_labels`)."""
+    """Every nonzero id of ``labels`` and each ``boxes`` id refined as its own object (``Refiner.predict_labels``)."""
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
-    return refiner.predict_labels(labels)
+    return refiner.predict_labels(labels, boxes=boxes)

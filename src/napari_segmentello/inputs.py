@@ -7,6 +7,7 @@ more channel after the image:
 - ``pos``  the positive stroke ("this object"), 0/1
 - ``neg``  a negative stroke ("not this"), 0/1, zeros when absent
 - ``prev`` the previous mask for correction rounds, 0/1, zeros when absent
+- ``box``  the user's box as a filled rectangle, 0/1, zeros when absent
 - ``grad`` Sobel gradient magnitude of the grayscale image (the seed study's recipe:
   grayscale + mask + gradient is ``image_channels=1, extras=("pos", "grad")``)
 """
@@ -18,7 +19,7 @@ from skimage.filters import sobel
 
 from napari_segmentello.roi import ROI, crop, resize_image, resize_mask, roi_from_stroke
 
-EXTRAS = ("pos", "neg", "prev", "grad")
+EXTRAS = ("pos", "neg", "prev", "box", "grad")
 _MAX_SAMPLES = 1_000_000
 
 
@@ -81,24 +82,70 @@ def build_input(
     *,
     neg: np.ndarray | None = None,
     prev: np.ndarray | None = None,
+    box: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stack a [0, 1] H×W×C image and the recipe's extras into a C'×H×W float32 array.
 
     The image is centred (minus 0.5) so that all channels sit around zero.
     """
     n_channels(image.shape[2], extras)
+    given = {"pos": pos, "neg": neg, "prev": prev, "box": box}
     planes = [np.moveaxis(image, 2, 0) - 0.5]
     for name in extras:
-        if name == "pos":
-            plane = pos
-        elif name == "neg":
-            plane = neg if neg is not None else np.zeros(pos.shape, np.float32)
-        elif name == "prev":
-            plane = prev if prev is not None else np.zeros(pos.shape, np.float32)
-        else:  # grad
+        if name == "grad":
             plane = sobel(image.mean(axis=2)) * 4.0
+        else:
+            plane = given[name] if given[name] is not None else np.zeros(image.shape[:2], np.float32)
         planes.append(np.asarray(plane, dtype=np.float32)[None])
     return np.ascontiguousarray(np.concatenate(planes, axis=0), dtype=np.float32)
+
+
+Box = tuple[int, int, int, int]  # (row0, col0, row1, col1), end-exclusive image pixels
+
+
+def box_plane(box: Box, roi: ROI, size: int) -> np.ndarray:
+    """The filled rectangle ``box`` as a size×size 0/1 plane of window ``roi`` (drawn at working size)."""
+    r0, c0, r1, c1 = box
+    scale = size / roi.size
+
+    def span(a: int, b: int, origin: int) -> slice:
+        lo = int(np.clip(np.floor((a - origin) * scale), 0, size))
+        return slice(lo, int(np.clip(max(np.ceil((b - origin) * scale), lo + 1), 0, size)))
+
+    plane = np.zeros((size, size), np.float32)
+    plane[span(r0, r1, roi.y0), span(c0, c1, roi.x0)] = 1.0
+    return plane
+
+
+def window_input(
+    image: np.ndarray,
+    roi: ROI,
+    spec,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    *,
+    pos: np.ndarray | None,
+    neg: np.ndarray | None = None,
+    prev: np.ndarray | None = None,
+    box: Box | None = None,
+) -> np.ndarray:
+    """The C'×S×S model input for window ``roi``: crop, normalise, resize, stack the prompts.
+
+    ``image`` is H×W×C (any dtype, numpy or lazily sliceable: only the window is read),
+    ``pos``/``neg``/``prev`` are H×W full-frame masks (None: absent), ``box`` an image-pixel
+    box, ``spec`` provides ``image_channels``, ``extras`` and ``working_size``.
+    """
+    size = spec.working_size
+    window = crop(image, roi)
+    inside = roi.inside(image.shape[:2])
+    img = to_model_image(window, lo, hi, spec.image_channels) * inside[..., None]
+    img = resize_image(img, size)
+
+    def _mask(m: np.ndarray | None) -> np.ndarray | None:
+        return None if m is None else resize_mask(crop(m, roi).astype(bool), size).astype(np.float32)
+
+    plane = None if box is None else box_plane(box, roi, size)
+    return build_input(img, _mask(pos), tuple(spec.extras), neg=_mask(neg), prev=_mask(prev), box=plane)
 
 
 def prepare_window(
@@ -111,23 +158,10 @@ def prepare_window(
     neg: np.ndarray | None = None,
     prev: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ROI]:
-    """The model input for one stroke: ROI from the stroke, crop, normalise, resize, stack.
+    """The one-pass (``context="stroke"``) model input: ROI from the stroke, then :func:`window_input`.
 
-    ``image`` is H×W×C (any dtype, numpy or lazily sliceable), ``stroke``/``neg``/``prev``
-    are H×W full-frame masks, ``spec`` provides ``image_channels``, ``extras``,
-    ``working_size`` and ``roi_margin`` (a :class:`~napari_segmentello.models.ModelSpec`).
     Returns the C'×S×S float32 input and the ROI it was cut from. Training and the
     engine both call this, so they cannot disagree.
     """
     roi = roi_from_stroke(stroke, margin=spec.roi_margin)
-    size = spec.working_size
-    window = crop(image, roi)
-    inside = roi.inside(image.shape[:2])
-    img = to_model_image(window, lo, hi, spec.image_channels) * inside[..., None]
-    img = resize_image(img, size)
-
-    def _mask(m: np.ndarray | None) -> np.ndarray | None:
-        return None if m is None else resize_mask(crop(np.asarray(m, bool), roi), size).astype(np.float32)
-
-    x = build_input(img, _mask(stroke), tuple(spec.extras), neg=_mask(neg), prev=_mask(prev))
-    return x, roi
+    return window_input(image, roi, spec, lo, hi, pos=stroke, neg=neg, prev=prev), roi

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import map_coordinates
 from skimage.transform import downscale_local_mean, resize
 
 
@@ -57,17 +58,122 @@ def stroke_bbox(stroke: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def roi_around(box: tuple[int, int, int, int], *, margin: float, min_size: int) -> ROI:
+    """Square window centred on ``box`` (y0, y1, x0, x1), ``(1 + 2*margin)`` times its longer side, >= ``min_size``."""
+    y0, y1, x0, x1 = box
+    side = max(y1 - y0, x1 - x0)
+    size = max(int(min_size), int(math.ceil(side * (1.0 + 2.0 * margin))))
+    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
+    return ROI(int(math.floor(cy - size / 2.0)), int(math.floor(cx - size / 2.0)), size)
+
+
 def roi_from_stroke(stroke: np.ndarray, *, margin: float = 0.4, min_size: int = 32) -> ROI:
     """Square window centred on the stroke's box, ``(1 + 2*margin)`` times its longer side.
 
     The margin gives the network the object's context: a stroke inside an
     object rarely reaches its boundary, so the window must.
     """
-    y0, y1, x0, x1 = stroke_bbox(stroke)
-    side = max(y1 - y0, x1 - x0)
-    size = max(int(min_size), int(math.ceil(side * (1.0 + 2.0 * margin))))
-    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
-    return ROI(int(math.floor(cy - size / 2.0)), int(math.floor(cx - size / 2.0)), size)
+    return roi_around(stroke_bbox(stroke), margin=margin, min_size=min_size)
+
+
+# ---------------------------------------------------------------- object context (coarse to fine)
+# A short stroke or a click says where the object is, not how big it is. Pass 1 starts
+# from a window a few times the prompts' extent and doubles it while the predicted mask
+# runs into one of its open sides; pass 2 ("focus") refines the pass-1 mask's box plus a
+# margin at full working resolution. Training cuts its windows with these same functions,
+# using the ground truth in place of the prediction (see samples.py).
+
+CONTEXT_SCALE = 1.0  # start: the prompts' box plus its own size on every side (3x the extent) ...
+CONTEXT_MIN = 64  # ... and at least 64 px
+CONTEXT_GROWTH = 2.0
+CONTEXT_STEPS = 4  # at most this many growths (64 px -> 1024 px)
+FOCUS_MARGIN = 0.2
+FOCUS_MIN = 24
+EDGE_BAND = 1.0 / 64  # the share of the window's side that counts as "at the edge"
+
+
+def union_box(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """The (y0, y1, x0, x1) box holding every box in ``boxes``."""
+    if not boxes:
+        raise ValueError("no prompt: give a stroke, a click or a box")
+    y0, y1, x0, x1 = zip(*boxes, strict=True)
+    return min(y0), max(y1), min(x0), max(x1)
+
+
+def start_context(prompt_box: tuple[int, int, int, int]) -> ROI:
+    """Pass 1's first window around the positive prompts' box."""
+    return roi_around(prompt_box, margin=CONTEXT_SCALE, min_size=CONTEXT_MIN)
+
+
+def _covers(roi: ROI, shape: tuple[int, int]) -> bool:
+    return roi.y0 <= 0 and roi.x0 <= 0 and roi.y0 + roi.size >= shape[0] and roi.x0 + roi.size >= shape[1]
+
+
+def touches_open_edge(mask: np.ndarray, roi: ROI, shape: tuple[int, int]) -> bool:
+    """Whether ``mask`` (the window's S×S prediction) reaches a side of the window with more image beyond it.
+
+    Sides on or past the image border are closed: an object may end there.
+    """
+    s = mask.shape[0]
+    band = max(1, int(round(EDGE_BAND * s)))
+    scale = s / roi.size
+    _, _, wy, wx = roi.clipped(shape)
+    rows = slice(int(wy.start * scale), max(int(math.ceil(wy.stop * scale)), int(wy.start * scale) + 1))
+    cols = slice(int(wx.start * scale), max(int(math.ceil(wx.stop * scale)), int(wx.start * scale) + 1))
+    h, w = shape
+    sides = (
+        (roi.y0 > 0, mask[:band, cols]),
+        (roi.y0 + roi.size < h, mask[s - band :, cols]),
+        (roi.x0 > 0, mask[rows, :band]),
+        (roi.x0 + roi.size < w, mask[rows, s - band :]),
+    )
+    return any(is_open and side.any() for is_open, side in sides)
+
+
+def next_context(roi: ROI, mask: np.ndarray, shape: tuple[int, int], step: int) -> ROI | None:
+    """The grown window when ``mask`` (S×S, predicted in ``roi``) runs into an open side; None when done.
+
+    Done: the mask stays inside, the window already covers the image, or ``step``
+    (growths so far) reached ``CONTEXT_STEPS``. Growth keeps the centre.
+    """
+    if step >= CONTEXT_STEPS or _covers(roi, shape) or not touches_open_edge(mask, roi, shape):
+        return None
+    size = int(math.ceil(roi.size * CONTEXT_GROWTH))
+    grow = (size - roi.size) // 2
+    return ROI(roi.y0 - grow, roi.x0 - grow, size)
+
+
+def mask_box(mask: np.ndarray, roi: ROI) -> tuple[int, int, int, int] | None:
+    """Image-pixel box (y0, y1, x0, x1) of a window's S×S mask; None when it is empty."""
+    if not mask.any():
+        return None
+    scale = roi.size / mask.shape[0]
+    y0, y1, x0, x1 = stroke_bbox(mask)
+    return (
+        roi.y0 + int(math.floor(y0 * scale)),
+        roi.y0 + int(math.ceil(y1 * scale)),
+        roi.x0 + int(math.floor(x0 * scale)),
+        roi.x0 + int(math.ceil(x1 * scale)),
+    )
+
+
+def resample_window(prob: np.ndarray, src: ROI, dst: ROI, size: int) -> np.ndarray:
+    """``prob`` (S×S over window ``src``) sampled on the size×size grid of window ``dst``; 0 outside ``src``.
+
+    Pass 1's answer becomes pass 2's coarse mask without a full-frame intermediate.
+    """
+    step = dst.size / size
+    centres = (np.arange(size) + 0.5) * step
+    scale = prob.shape[0] / src.size
+    rows = (dst.y0 - src.y0 + centres) * scale - 0.5
+    cols = (dst.x0 - src.x0 + centres) * scale - 0.5
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return map_coordinates(prob.astype(np.float32), grid, order=1, mode="constant", cval=0.0)
+
+
+def focus_roi(box: tuple[int, int, int, int]) -> ROI:
+    """Pass 2's window: the pass-1 mask's box plus a margin, so the boundary is seen at the finest scale."""
+    return roi_around(box, margin=FOCUS_MARGIN, min_size=FOCUS_MIN)
 
 
 def crop(array: np.ndarray, roi: ROI, fill: float = 0) -> np.ndarray:

@@ -16,11 +16,13 @@ import numpy as np
 from scipy import ndimage
 from skimage.draw import disk
 
-from napari_segmentello.inputs import prepare_window
-from napari_segmentello.roi import crop, resize_mask
+from napari_segmentello.inputs import Box, prepare_window, window_input
+from napari_segmentello.roi import ROI, crop, focus_roi, next_context, resize_mask, start_context, stroke_bbox
 from napari_segmentello.strokes import correction_strokes, simulate_stroke
 
-__all__ = ["Sample", "make_sample", "perturb_mask"]
+__all__ = ["BOX_PROTOCOL", "DEFAULT_MIX", "PromptMix", "Sample", "context_windows", "make_sample", "perturb_mask"]
+
+BOX_PROTOCOL = "box"  # a protocol name for object-aware models: the object's (jittered) box, no stroke
 
 
 def perturb_mask(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -60,9 +62,76 @@ class Sample:
 
     x: np.ndarray  # C×S×S float32 model input
     y: np.ndarray  # S×S bool target
-    stroke: np.ndarray  # H×W bool
+    stroke: np.ndarray  # H×W bool (all False for a box alone)
     neg: np.ndarray | None
     prev: np.ndarray | None
+    box: Box | None = None
+    roi: ROI | None = None
+
+
+@dataclass(frozen=True)
+class PromptMix:
+    """How often an object-aware sample gets background "not this" strokes, and is cut as a pass-2 window."""
+
+    negative: float = 0.5
+    focus: float = 0.4
+
+
+DEFAULT_MIX = PromptMix()
+
+
+def context_windows(gt: np.ndarray, prompt_box: tuple[int, int, int, int], size: int) -> list[ROI]:
+    """Pass 1's windows for an object, the engine's growth rule with the ground truth as the prediction."""
+    rois = [start_context(prompt_box)]
+    while (grown := next_context(rois[-1], resize_mask(crop(gt, rois[-1]), size), gt.shape, len(rois) - 1)) is not None:
+        rois.append(grown)
+    return rois
+
+
+def _object_sample(
+    image: np.ndarray,
+    gt: np.ndarray,
+    spec: Any,
+    protocol: str | dict[str, float],
+    rng: np.random.Generator,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    correction: bool,
+    mix: PromptMix,
+) -> Sample:
+    """An object-aware sample: prompts, then one of the engine's windows (a pass-1 step or the focus window)."""
+    from napari_segmentello.strokes import background_strokes, jittered_box  # TODO(lead): top-level once landed
+
+    name = protocol if isinstance(protocol, str) else _pick(protocol, rng)
+    box = jittered_box(gt, rng) if name == BOX_PROTOCOL else None
+    stroke = np.zeros(gt.shape, bool) if box is not None else simulate_stroke(gt, name, rng)
+    neg = background_strokes(gt, rng) if rng.random() < mix.negative else None
+    prev = None
+    if correction:
+        prev = perturb_mask(gt, rng)
+        pos, fix = correction_strokes(gt, prev, rng)
+        stroke, neg = stroke | pos, fix if neg is None else neg | fix
+    boxes = [] if not stroke.any() else [stroke_bbox(stroke)]
+    if box is not None:
+        boxes.append((box[0], box[2], box[1], box[3]))
+    if prev is not None and prev.any():
+        boxes.append(stroke_bbox(prev))
+    if rng.random() < mix.focus:  # pass 2: a coarse mask (as pass 1 would give) in its focus window
+        prev = perturb_mask(gt, rng) if prev is None else prev
+        roi = focus_roi(stroke_bbox(prev if prev.any() else gt))
+    else:
+        y0, y1, x0, x1 = zip(*boxes, strict=True)
+        windows = context_windows(gt, (min(y0), max(y1), min(x0), max(x1)), spec.working_size)
+        roi = windows[int(rng.integers(len(windows)))]
+    x = window_input(image, roi, spec, lo, hi, pos=stroke, neg=neg, prev=prev, box=box)
+    y = resize_mask(crop(gt, roi), spec.working_size)
+    return Sample(x, y, stroke, neg, prev, box, roi)
+
+
+def _pick(mixture: dict[str, float], rng: np.random.Generator) -> str:
+    names = list(mixture)
+    weights = np.asarray([mixture[n] for n in names], dtype=float)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
 def make_sample(
@@ -75,8 +144,11 @@ def make_sample(
     lo: np.ndarray,
     hi: np.ndarray,
     correction: bool = False,
+    mix: PromptMix = DEFAULT_MIX,
 ) -> Sample:
-    """Simulate the prompts for one object and cut input and target around the stroke."""
+    """Simulate the prompts for one object and cut input and target as the engine would for that model."""
+    if spec.context == "object":
+        return _object_sample(image, gt, spec, protocol, rng, lo, hi, correction, mix)
     stroke = simulate_stroke(gt, protocol, rng)
     neg = prev = None
     if correction:
@@ -85,4 +157,4 @@ def make_sample(
         stroke = stroke | pos
     x, roi = prepare_window(image, stroke, spec, lo, hi, neg=neg, prev=prev)
     y = resize_mask(crop(gt, roi), spec.working_size)
-    return Sample(x, y, stroke, neg, prev)
+    return Sample(x, y, stroke, neg, prev, roi=roi)

@@ -14,7 +14,8 @@ from typing import Any
 
 from napari_segmentello.inputs import n_channels
 
-FAMILIES = ("tiny", "res", "attn")
+FAMILIES = ("tiny", "res", "attn", "lite0")
+CONTEXTS = ("stroke", "object")
 CSPN_SUFFIX = "+cspn"
 
 
@@ -28,7 +29,12 @@ class ModelSpec:
     """Architecture + input recipe of one network; validated on construction.
 
     Widths go ``base, 2*base, ..., top`` (one U-Net level each), so ``top / base``
-    must be a power of two.
+    must be a power of two. For ``lite0`` they are the decoder's widths at strides
+    1, 2, 4, ... and the encoder goes as deep as ``2 ** len(widths)``.
+
+    ``context`` is how the engine cuts windows: ``"stroke"`` one pass around the
+    stroke (the study families); ``"object"`` the coarse-to-fine path of
+    :mod:`napari_segmentello.roi` that grows a window until it holds the object.
     """
 
     family: str
@@ -40,6 +46,7 @@ class ModelSpec:
     cspn_iters: int = 6
     working_size: int = 128
     roi_margin: float = 0.4
+    context: str = "stroke"
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -62,6 +69,15 @@ class ModelSpec:
         if isinstance(self.roi_margin, bool) or not isinstance(self.roi_margin, int | float) or self.roi_margin < 0:
             raise ValueError(f"ModelSpec.roi_margin must be a number >= 0, got {self.roi_margin!r}")
         object.__setattr__(self, "roi_margin", float(self.roi_margin))
+        if self.context not in CONTEXTS:
+            raise ValueError(f"ModelSpec.context must be one of {list(CONTEXTS)}, got {self.context!r}")
+        if self.family == "lite0":
+            if self.image_channels != 3 or "grad" in self.extras:
+                raise ValueError("the lite0 family takes an RGB image (image_channels=3) and no 'grad' extra")
+            if self.cspn:
+                raise ValueError("the lite0 family has no CSPN head (its last stage already sees the image)")
+            if len(self.widths) not in (4, 5):
+                raise ValueError(f"lite0 needs 4 or 5 decoder widths (encoder stride 16 or 32), got {self.widths}")
         if not isinstance(self.name, str):
             raise ValueError(f"ModelSpec.name must be a str, got {self.name!r}")
 
@@ -103,6 +119,9 @@ def _entry(name: str, family: str, base: int, top: int) -> tuple[str, ModelSpec]
     return name, ModelSpec(family=family, base=base, top=top, name=name)
 
 
+# The object-aware family (issue 13): pretrained encoder, every prompt, windows that hold the object.
+_OBJECT = {"extras": ("pos", "neg", "prev", "box"), "working_size": 160, "context": "object"}
+
 REGISTRY: dict[str, ModelSpec] = dict(
     [
         _entry("tiny16-32", "tiny", 16, 32),
@@ -111,13 +130,15 @@ REGISTRY: dict[str, ModelSpec] = dict(
         _entry("res16-128", "res", 16, 128),
         _entry("res32-256", "res", 32, 256),
         _entry("attn32-256", "attn", 32, 256),
+        ("lite0-128", ModelSpec(family="lite0", base=16, top=128, name="lite0-128", **_OBJECT)),
+        ("lite0-256", ModelSpec(family="lite0", base=16, top=256, name="lite0-256", **_OBJECT)),
     ]
 )
 
 
 def available_models() -> list[str]:
-    """Every buildable name: the registry entries, then each with ``+cspn``."""
-    return [*REGISTRY, *(n + CSPN_SUFFIX for n in REGISTRY)]
+    """Every buildable name: the registry entries, then each U-Net with ``+cspn``."""
+    return [*REGISTRY, *(n + CSPN_SUFFIX for n, spec in REGISTRY.items() if spec.family != "lite0")]
 
 
 def with_overrides(spec: ModelSpec, **overrides: Any) -> ModelSpec:
