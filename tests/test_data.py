@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from skimage.io import imsave
 
-from napari_segmentello.data import CocoInstances, dataset_files, default_data_root, read_rgb
+from napari_segmentello.data import DATASETS, CocoInstances, dataset_files, default_data_root, read_rgb
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +109,82 @@ def test_load_image_returns_a_fresh_copy(data_root):
     np.testing.assert_array_equal(ds.load_image(image_id), before)
     with pytest.raises(KeyError, match="-1"):
         ds.load_image(-1)
+
+
+@pytest.mark.data
+def test_acdc_instances_carry_the_annotators_strokes(data_root):
+    ds = CocoInstances(*dataset_files("acdc-scribbles", "val", data_root), min_area=10)
+    assert len(ds) == 1267 and sum(ds.skipped.values()) == 0  # the README's count, every object kept
+    by_image: dict[int, list] = {}
+    for i in range(0, len(ds), 25):
+        inst = ds[i]
+        assert inst.scribble.dtype == inst.negative_scribble.dtype == bool
+        assert inst.scribble.shape == inst.negative_scribble.shape == inst.mask.shape
+        assert inst.scribble.any()
+        assert (inst.scribble & inst.mask).sum() > 0.9 * inst.scribble.sum()  # drawn on the object
+        assert not (inst.negative_scribble & inst.mask).any()  # "not this" lies off the object
+        by_image.setdefault(inst.image_id, []).append(inst.negative_scribble)
+    first = ds[0]
+    same_slice = [ds[i] for i, (image_id, _) in enumerate(ds.items) if image_id == first.image_id]
+    assert len(same_slice) > 1 and all(np.array_equal(o.negative_scribble, first.negative_scribble) for o in same_slice)
+    assert not any(np.array_equal(o.scribble, first.scribble) for o in same_slice[1:])  # one stroke per object
+
+
+@pytest.mark.data
+def test_sets_without_recorded_strokes_have_none(data_root):
+    inst = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=1)[0]
+    assert inst.scribble is None and inst.negative_scribble is None
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_named_dataset_opens(name, data_root):
+    split = "val" if name != "coco-mval" else "train"  # coco-mval is training data only
+    ds = CocoInstances(*dataset_files(name, split, data_root), max_images=2)
+    assert len(ds) > 0 and ds[0].mask.any()
+
+
+def _check_data(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SEGMENTELLO_DATA": str(root)}
+    return subprocess.run(
+        ["bash", str(CHECKOUT / ".ci" / "check-data"), *args], env=env, capture_output=True, text=True
+    )
+
+
+def _link_tree(real: Path, fake: Path, paths: list[str]) -> None:
+    for path in paths:
+        (fake / path).parent.mkdir(parents=True, exist_ok=True)
+        (fake / path).symlink_to(real / path)
+
+
+@pytest.mark.data
+def test_ci_data_check_covers_every_named_dataset_and_davis(data_root):
+    required = _check_data(data_root, "--list").stdout.split()
+    sets = {path.split("/")[0] for path in required}
+    assert sets == {*DATASETS, "davis2016"}
+    assert _check_data(data_root).returncode == 0
+
+
+@pytest.mark.data
+def test_ci_data_check_fails_loudly_naming_each_missing_path(data_root, tmp_path):
+    required = _check_data(data_root, "--list").stdout.split()
+    for missing in required:
+        fake = tmp_path / missing.replace("/", "_")
+        _link_tree(data_root, fake, [p for p in required if p != missing])
+        result = _check_data(fake)
+        assert result.returncode == 1 and "FATAL" in result.stderr
+        assert result.stderr.split(":\n", 1)[1].split()[0] == missing
+
+
+def test_a_malformed_stroke_rle_names_the_annotation(tmp_path):
+    images, ann_file = _write_dataset(tmp_path)
+    dataset = json.loads(ann_file.read_text())
+    dataset["annotations"][0]["scribble"] = {"size": [40, 50]}  # no counts
+    ann_file.write_text(json.dumps(dataset))
+    with pytest.warns(UserWarning):
+        ds = CocoInstances(images, ann_file)
+    with pytest.raises(ValueError, match="annotation 1: 'scribble'"):
+        ds[0]
 
 
 # ---------------------------------------------------------------- synthetic files

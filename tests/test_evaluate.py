@@ -144,3 +144,118 @@ def test_reproduce_writes_both_tables_with_the_published_row(tmp_path, data_root
     (row,) = json.loads((tmp_path / "reproduce.json").read_text())["rows"]
     assert row["epochs"] == 1 and row["n_objects"] == 3  # the budget stops training after its first epoch
     assert reproduce.main(["--configs", "nope", "--out", str(tmp_path)]) == 2
+
+
+# ---------------------------------------------------------------- real strokes and boxes
+
+
+@pytest.fixture(scope="module")
+def neg_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("tiny16-32", working_size=32, extras=("pos", "neg"))
+    return save_checkpoint(tmp_path_factory.mktemp("eval") / "neg.pt", model)
+
+
+def _acdc(data_root):
+    return CocoInstances(*dataset_files("acdc-scribbles", "val", data_root))
+
+
+@pytest.mark.data
+def test_real_protocol_scores_the_recorded_strokes_with_their_negatives(tmp_path, neg_checkpoint, data_root):
+    out, grid = tmp_path / "out", tmp_path / "figures" / "real.png"
+    argv = ["--checkpoint", str(neg_checkpoint), "--dataset", "acdc-scribbles", "--protocol", "real"]
+    argv += ["--max-objects", "3", "--device", "cpu", "--grid", "2", "--grid-out", str(grid), "--out", str(out)]
+    assert evaluate.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_prompt"] == "stroke + negative strokes" and set(results["methods"]) == set(METHODS)
+    instances = _acdc(data_root)
+    by_ann = {ann_id: i for i, (_, ann_id) in enumerate(instances.items)}
+    refiner = Refiner(neg_checkpoint, device="cpu")
+    for record in results["objects"]:
+        inst = instances[by_ann[record["ann_id"]]]
+        assert record["metrics"]["identity"]["iou"] == pytest.approx(iou(inst.mask, inst.scribble))
+        refiner.set_image(inst.image)
+        pred = refiner.predict(inst.scribble, negative=inst.negative_scribble)
+        assert record["metrics"]["model"]["iou"] == pytest.approx(iou(inst.mask, pred))
+        rw = baselines.random_walker(inst.image, inst.scribble, negative=inst.negative_scribble)
+        assert record["metrics"]["randomwalker"]["iou"] == pytest.approx(iou(inst.mask, rw))
+    assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (out / "grid.png").exists()
+    assert "stroke + negative strokes" in (out / "results.md").read_text()
+
+
+@pytest.mark.data
+def test_a_model_without_a_negative_input_gets_the_positive_stroke_and_says_so(checkpoint, data_root):
+    inst = _acdc(data_root)[0]
+    refiner = Refiner(checkpoint, device="cpu")  # extras ("pos",)
+    ask, note = evaluate.model_call(refiner, "real")
+    assert "positive stroke only" in note
+    refiner.set_image(inst.image)
+    prompt = evaluate.make_prompt(inst, "real", seed=0)
+    assert prompt.negative is not None and prompt.negative.any()
+    np.testing.assert_array_equal(ask(prompt), refiner.predict(inst.scribble))
+
+
+@pytest.mark.data
+def test_real_protocol_refuses_a_dataset_without_recorded_strokes(data_root):
+    inst = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=1)[0]
+    with pytest.raises(ValueError, match="recorded human strokes"):
+        evaluate.make_prompt(inst, "real", seed=0)
+
+
+@pytest.mark.data
+def test_box_protocol_reports_a_model_without_a_box_channel_instead_of_crashing(tmp_path, checkpoint, data_root):
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(checkpoint), "--protocol", "box", "--max-objects", "3", "--max-images", "12"]
+    assert evaluate.main([*argv, "--device", "cpu", "--grid", "1", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_prompt"] == "model takes no box"
+    assert set(results["methods"]) == {"grabcut", "identity"}
+    instances = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=12)
+    by_ann = {ann_id: i for i, (_, ann_id) in enumerate(instances.items)}
+    for record in results["objects"]:
+        inst = instances[by_ann[record["ann_id"]]]
+        box = evaluate.make_prompt(inst, "box", seed=results["seed"]).box
+        assert record["metrics"]["identity"]["iou"] == pytest.approx(
+            iou(inst.mask, baselines.box_mask(inst.mask.shape, box))
+        )
+        grabcut = baselines.grabcut_box(inst.image, box)
+        assert record["metrics"]["grabcut"]["iou"] == pytest.approx(iou(inst.mask, grabcut))
+    assert "| model | model takes no box |" in (out / "results.md").read_text()
+
+
+def test_box_protocol_refuses_stroke_only_baselines(checkpoint, tmp_path, capsys):
+    argv = ["--checkpoint", str(checkpoint), "--protocol", "box", "--baselines", "randomwalker", "--out", str(tmp_path)]
+    assert evaluate.main(argv) == 2
+    assert "randomwalker" in capsys.readouterr().err and not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("name", ["grabcut", "randomwalker"])
+def test_negative_strokes_are_sure_background_for_the_stroke_baselines(name):
+    image, stroke, disc = disc_scene()
+    negative = np.zeros_like(disc)
+    negative[58:72, 35:65] = True  # the lower part of the disc: "not this"
+    without = baselines.BASELINES[name](image, stroke)
+    with_neg = baselines.BASELINES[name](image, stroke, negative=negative)
+    assert without[negative & disc].mean() > 0.9
+    assert not with_neg[negative].any() and with_neg[stroke & ~negative].all()  # where both, "not this" wins
+
+
+def test_grabcut_box_segments_the_disc_inside_a_loose_box():
+    image, _, disc = disc_scene()
+    pred = baselines.grabcut_box(image, (27, 26, 74, 75))  # the disc (rows/cols 30-70) with a few px of slack
+    box = baselines.box_mask(disc.shape, (27, 26, 74, 75))
+    assert iou(disc, pred) > 0.9 > iou(disc, box)
+    assert not pred[~box].any()  # outside the rectangle is sure background
+
+
+@pytest.mark.parametrize(
+    "box, match", [((40, 40, 40, 60), "empty"), ((50, 60, 40, 70), "inverted"), ((200, 0, 210, 5), "outside")]
+)
+def test_bad_boxes_are_clear_errors(box, match):
+    with pytest.raises(ValueError, match=match):
+        baselines.box_mask((120, 160), box)
+
+
+def test_box_mask_clips_to_the_image():
+    mask = baselines.box_mask((10, 12), (-5, 8, 4, 30))
+    assert mask.sum() == 4 * 4 and mask[:4, 8:].all()

@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from napari_segmentello.checkpoint import save_checkpoint
+from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.models import build_model
+from napari_segmentello.strokes import first_click, points_to_stroke
 from training import noc as noc_module
-from training.noc import grabcut_strokes, interact, noc, parse_targets, summarize, target_key
+from training.baselines import grabcut
+from training.noc import clicks_to_strokes, interact, interact_clicks, noc, parse_targets, summarize, target_key
 from training.report import splice
 
 
@@ -76,8 +79,8 @@ def test_grabcut_keeps_strokes_as_hard_constraints():
     pos[25:55, 20:35] = True  # its window reaches column 54
     neg = np.zeros_like(pos)
     neg[35:45, 45:52] = True
-    without = grabcut_strokes(image, pos, np.zeros_like(pos))
-    with_neg = grabcut_strokes(image, pos, neg)
+    without = grabcut(image, pos, negative=np.zeros_like(pos))
+    with_neg = grabcut(image, pos, negative=neg)
     assert without[neg].all()  # the bright region is taken whole...
     assert with_neg[pos].all() and not with_neg[neg].any()  # ...until a negative stroke says otherwise
     assert not with_neg[:15].any() and not with_neg[:, 55:].any()  # dark background and beyond the window stay out
@@ -99,8 +102,72 @@ def test_cli_writes_results_for_three_val_objects(tmp_path, data_root):
     for record in results["objects"]:
         assert all(len(curve) == 3 and all(0 <= v <= 1 for v in curve) for curve in record["iou"].values())
     table = (out / "noc.md").read_text()
-    assert "| method | NoC@85 | NoC@90 | IoU@1 | IoU@3 | failures@90 |" in table
+    assert "| method | NoC@85 | NoC@90 | failures@85 | failures@90 | IoU@1 | IoU@3 |" in table
     assert f"Command: `python -m training.noc {' '.join(argv)}`" in table and "coco-mini val" in table
+    assert (out / "noc_curve.png").stat().st_size > 0
+
+
+def _square_scene() -> np.ndarray:
+    gt = np.zeros((60, 70), bool)
+    gt[10:50, 10:40] = True
+    return gt
+
+
+def test_clicks_start_at_the_deepest_pixel_and_follow_the_methods_own_errors():
+    gt = _square_scene()
+    calls = []
+
+    def method(pos, neg, prev):
+        calls.append((pos.copy(), neg.copy(), prev))
+        out = pos.copy()
+        if not neg.any():  # a false positive blob, deeper than any missed part, until a negative click
+            out[15:45, 42:69] = True
+        return out
+
+    ious, clicks = interact_clicks(method, gt, 4)
+    assert len(ious) == 4 and clicks[0] == first_click(gt)
+    np.testing.assert_array_equal(calls[0][0], points_to_stroke(np.array([clicks[0][:2]], float), gt.shape))
+    row, col, positive = clicks[1]
+    assert not positive and 15 <= row < 45 and 42 <= col < 69  # negative, inside the false positive
+    assert not calls[1][1][gt].any() and calls[1][1].any()  # the negative disc lies off the object
+    assert all(p for _, _, p in clicks[2:]) and all(gt[r, c] for r, c, _ in clicks[2:])  # then missed object
+    assert calls[0][2] is None and calls[1][2] is not None  # the method's last mask comes back as `previous`
+    assert all((b[0] >= a[0]).all() and (b[1] >= a[1]).all() for a, b in zip(calls, calls[1:], strict=False))
+
+
+def test_a_perfect_mask_ends_the_clicking():
+    gt = _square_scene()
+    ious, clicks = interact_clicks(lambda pos, neg, prev: gt.copy(), gt, 5)
+    assert ious == [1.0] * 5 and len(clicks) == 1
+
+
+def test_clicks_to_strokes_splits_positive_and_negative():
+    pos, neg = clicks_to_strokes([(10, 10, True), (30, 40, False), (50, 12, True)], (60, 70))
+    assert pos[10, 10] and pos[50, 12] and not pos[30, 40]
+    assert neg[30, 40] and not neg[10, 10] and not neg[50, 12]
+    empty_pos, _ = clicks_to_strokes([(30, 40, False)], (60, 70))
+    assert not empty_pos.any()
+
+
+@pytest.mark.data
+def test_cli_clicks_protocol_starts_from_the_first_click(tmp_path, data_root):
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "m.pt", build_model("tiny16-32", working_size=32, extras=("pos", "neg", "prev")))
+    out = tmp_path / "noc"
+    argv = ["--model", str(model), "--dataset", "dsb2018-nuclei", "--protocol", "clicks", "--rounds", "3"]
+    argv += ["--max-objects", "2", "--out", str(out), "--device", "cpu"]
+    assert noc_module.main(argv) == 0
+    results = json.loads((out / "noc.json").read_text())
+    instances = CocoInstances(*dataset_files("dsb2018-nuclei", "val", data_root))
+    by_ann = {ann_id: i for i, (_, ann_id) in enumerate(instances.items)}
+    for record in results["objects"]:
+        gt = instances[by_ann[record["ann_id"]]].mask
+        for name in ("model", "grabcut"):
+            clicks = record["clicks"][name]
+            assert tuple(clicks[0]) == first_click(gt) and 1 <= len(clicks) <= 3
+            assert len(record["iou"][name]) == 3
+    table = (out / "noc.md").read_text()
+    assert "standard click protocol" in table and "dsb2018-nuclei val" in table
     assert (out / "noc_curve.png").stat().st_size > 0
 
 

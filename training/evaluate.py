@@ -1,10 +1,14 @@
 """Evaluate a refiner the way it is used: ``python -m training.evaluate --model default --dataset coco-mini``.
 
-Every object gets one simulated stroke (seeded by (seed, annotation id), so
-every method and every run sees the same strokes); the model is run through the
-real inference path (:class:`napari_segmentello.engine.Refiner` on the full
-image) and the baselines on the same stroke's ROI. Writes ``results.json``
-(summary + per object), ``results.md`` and a qualitative ``grid.png``.
+Every object gets one prompt, the same for every method and every run: a
+simulated stroke (seeded by (seed, annotation id)), the annotator's recorded
+strokes (``--protocol real``: acdc-scribbles' ``scribble`` + ``negative_scribble``)
+or the object's box with a few pixels of jitter (``--protocol box``). The model is
+run through the real inference path (:class:`napari_segmentello.engine.Refiner`
+on the full image) and the baselines on the same prompt's ROI, given the same
+prompt (GrabCut takes strokes as sure foreground/background and a box in its
+rectangle mode). Writes ``results.json`` (summary + per object), ``results.md``
+and a qualitative ``grid.png``.
 """
 
 from __future__ import annotations
@@ -13,24 +17,41 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_segmentello.data import CocoInstances
+from napari_segmentello.data import CocoInstances, Instance
 from napari_segmentello.engine import Refiner
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.metrics import METRIC_KEYS, mask_metrics
 from napari_segmentello.roi import crop, roi_from_stroke
 from napari_segmentello.strokes import PROTOCOLS, simulate_stroke
 
-from training.baselines import BASELINES
+from training.baselines import BASELINES, BOX_BASELINES, box_mask
 from training.dataset import resolve_dataset
 
 MODEL = "model"  # the method name of the refiner in the results
 THIN_BAND = 1  # px: the study-comparable Boundary IoU (see docs/metrics.md)
 KEYS = (*METRIC_KEYS, f"boundary_iou_{THIN_BAND}px")
+REAL, BOX = "real", "box"  # the protocols that are not simulated strokes
+PROTOCOL_CHOICES = sorted([*PROTOCOLS, REAL, BOX])
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the user gave for one object: a stroke (with optional "not this" strokes) or a box."""
+
+    stroke: np.ndarray | None = None
+    negative: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+
+    def shown(self, shape: tuple[int, int]) -> np.ndarray:
+        """The prompt's pixels as drawn in the grid: the stroke, or the box's rectangle."""
+        return box_mask(shape, self.box) if self.box is not None else self.stroke
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="train or val (default val)")
     p.add_argument("--ann-file", type=Path, help="COCO instances JSON instead of --dataset/--split")
     p.add_argument("--data-root", type=Path, help="images folder of --ann-file (default <ann-file>/../../images)")
-    p.add_argument("--protocol", default="study", choices=sorted(PROTOCOLS), help="simulated stroke (default study)")
+    p.add_argument(
+        "--protocol",
+        default="study",
+        choices=PROTOCOL_CHOICES,
+        help="simulated stroke, 'real' (recorded human strokes) or 'box' (jittered object box); default study",
+    )
     p.add_argument("--max-objects", type=int, help="a seeded random subset of N objects (default: all)")
     p.add_argument("--max-images", type=int, help="only the first N images")
     p.add_argument("--min-area", type=int, default=64, help="skip objects smaller than this (pixels)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--baselines", default="grabcut,randomwalker,identity", help="comma list, or '' for none")
-    p.add_argument("--grid", type=int, default=6, help="objects in the qualitative grid.png (0: none)")
+    p.add_argument(
+        "--baselines",
+        help="comma list, or '' for none (default: grabcut,randomwalker,identity; for boxes grabcut,identity)",
+    )
+    p.add_argument("--grid", type=int, default=6, help="objects in the qualitative grid (0: none)")
+    p.add_argument("--grid-out", type=Path, help="where to write the grid PNG (default OUT/grid.png)")
     p.add_argument("--out", type=Path, default=Path("runs/eval"), help="output folder")
     return p
 
@@ -63,6 +93,64 @@ def select_objects(n: int, max_objects: int | None, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(n, size=max_objects, replace=False).tolist())
 
 
+def baseline_registry(protocol: str) -> dict[str, Callable[..., np.ndarray]]:
+    """The baselines that can take this protocol's prompt (a box is not a stroke)."""
+    return BOX_BASELINES if protocol == BOX else BASELINES
+
+
+def parse_baselines(text: str | None, protocol: str) -> list[str]:
+    """The ``--baselines`` list (default: every baseline of the protocol); unknown names are a ValueError."""
+    valid = baseline_registry(protocol)
+    names = list(valid) if text is None else [b.strip() for b in text.split(",") if b.strip()]
+    unknown = [b for b in names if b not in valid]
+    if unknown:
+        raise ValueError(f"unknown baseline(s) {unknown} for protocol {protocol!r}; valid: {list(valid)}")
+    return names
+
+
+def make_prompt(inst: Instance, protocol: str, seed: int) -> Prompt:
+    """This object's prompt: its recorded strokes, its jittered box, or a stroke seeded by (seed, annotation id)."""
+    rng = np.random.default_rng([seed, inst.ann_id])
+    if protocol == REAL:
+        if inst.scribble is None or not inst.scribble.any():
+            raise ValueError(
+                f"--protocol real needs recorded human strokes (a 'scribble' RLE per annotation, as in "
+                f"acdc-scribbles); annotation {inst.ann_id} has none"
+            )
+        negative = inst.negative_scribble
+        return Prompt(stroke=inst.scribble, negative=negative if negative is not None and negative.any() else None)
+    if protocol == BOX:
+        from napari_segmentello.strokes import jittered_box  # TEMP: top-level once strokes.py has it
+
+        return Prompt(box=jittered_box(inst.mask, rng))
+    return Prompt(stroke=simulate_stroke(inst.mask, protocol, rng))
+
+
+def model_call(refiner: Refiner, protocol: str) -> tuple[Callable[[Prompt], np.ndarray] | None, str]:
+    """How the model is asked for this protocol's prompts, and that in words for the table.
+
+    None (and the reason) when the model has no input for the prompt: a model without a
+    box channel cannot take a box; one without a 'neg' channel gets the positive stroke only.
+    """
+    extras = set(refiner.spec.extras)
+    if protocol == BOX:
+        if "box" not in extras:
+            return None, "model takes no box"
+        return (lambda p: refiner.predict(box=p.box)), "box"
+    if protocol == REAL and "neg" not in extras:
+        return (lambda p: refiner.predict(p.stroke)), "positive stroke only (the model has no 'neg' input)"
+    if protocol == REAL:
+        return (lambda p: refiner.predict(p.stroke, negative=p.negative)), "stroke + negative strokes"
+    return (lambda p: refiner.predict(p.stroke)), "stroke"
+
+
+def run_baseline(fn: Callable[..., np.ndarray], image: np.ndarray, prompt: Prompt, margin: float) -> np.ndarray:
+    """A baseline given the same prompt as the model: the box, or the stroke with its negative strokes."""
+    if prompt.box is not None:
+        return fn(image, prompt.box, margin=margin)
+    return fn(image, prompt.stroke, negative=prompt.negative, margin=margin)
+
+
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -70,9 +158,11 @@ def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, float]:
 
 
 def summarize(objects: list[dict[str, Any]], methods: list[str]) -> dict[str, Any]:
-    """Mean and median of every metric, and median latency, per method."""
+    """Mean and median of every metric, and median latency, per method that ran."""
     out = {}
     for m in methods:
+        if not objects or m not in objects[0]["metrics"]:
+            continue
         table = {k: np.array([o["metrics"][m][k] for o in objects]) for k in KEYS}
         latency = np.array([o["latency_ms"][m] for o in objects])
         out[m] = {
@@ -95,6 +185,8 @@ def evaluate(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per-object records, and the images/masks of the first ``keep`` objects (for the grid)."""
     margin = refiner.spec.roi_margin
+    ask_model, _ = model_call(refiner, protocol)
+    registry = baseline_registry(protocol)
     records, kept = [], []
     image_id = None
     for index in indices:
@@ -102,11 +194,12 @@ def evaluate(
         if inst.image_id != image_id:  # once per image, as an annotator's session would
             refiner.set_image(inst.image)
             image_id = inst.image_id
-        stroke = simulate_stroke(inst.mask, protocol, np.random.default_rng([seed, inst.ann_id]))
+        prompt = make_prompt(inst, protocol, seed)
         preds, latency = {}, {}
-        preds[MODEL], latency[MODEL] = _timed(refiner.predict, stroke)
+        if ask_model is not None:
+            preds[MODEL], latency[MODEL] = _timed(ask_model, prompt)
         for name in baselines:
-            preds[name], latency[name] = _timed(BASELINES[name], inst.image, stroke, margin=margin)
+            preds[name], latency[name] = _timed(run_baseline, registry[name], inst.image, prompt, margin)
         records.append(
             {
                 "image_id": inst.image_id,
@@ -118,33 +211,40 @@ def evaluate(
             }
         )
         if len(kept) < keep:
-            kept.append({"image": inst.image, "gt": inst.mask, "stroke": stroke, "preds": preds})
+            kept.append({"image": inst.image, "gt": inst.mask, "prompt": prompt, "preds": preds})
     return records, kept
 
 
+def _overlay(ax: Any, window: np.ndarray, cmap: str) -> None:
+    ax.imshow(np.ma.masked_where(~window, window), cmap=cmap, alpha=0.5, vmin=0, vmax=1)
+
+
 def plot_grid(kept: list[dict[str, Any]], path: Path) -> None:
-    """Rows = objects; columns = image, stroke, ground truth, the model and each baseline but identity."""
+    """Rows = objects; columns = image, prompt (negative strokes in blue), each method but identity, ground truth."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     methods = [m for m in kept[0]["preds"] if m != "identity"]
-    columns = ["image", "stroke", "ground truth", *methods]
+    columns = ["image", "prompt", *methods, "ground truth"]
     fig, axes = plt.subplots(len(kept), len(columns), figsize=(2.2 * len(columns), 2.2 * len(kept)), squeeze=False)
     for row, item in zip(axes, kept, strict=True):
-        roi = roi_from_stroke(item["gt"] | item["stroke"], margin=0.15)  # the object and its stroke, with context
+        shown = item["prompt"].shown(item["gt"].shape)
+        roi = roi_from_stroke(item["gt"] | shown, margin=0.15)  # the object and its prompt, with context
         lo, hi = intensity_range(item["image"])
         picture = to_model_image(crop(item["image"], roi), lo, hi, 3)
-        overlays = [None, item["stroke"], item["gt"], *(item["preds"][m] for m in methods)]
+        overlays = [None, shown, *(item["preds"][m] for m in methods), item["gt"]]
         for ax, title, mask in zip(row, columns, overlays, strict=True):
             ax.imshow(picture)
             if mask is not None:
-                window = crop(mask, roi)
-                ax.imshow(np.ma.masked_where(~window, window), cmap="autumn", alpha=0.5, vmin=0, vmax=1)
+                _overlay(ax, crop(mask, roi), "autumn")
+            if title == "prompt" and item["prompt"].negative is not None:
+                _overlay(ax, crop(item["prompt"].negative, roi), "winter")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -154,13 +254,18 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     lines = [
         f"# Evaluation: {results['model']} on {results['dataset']['ann_file']}",
         "",
-        f"{results['n_objects']} objects, protocol `{results['protocol']}`, seed {results['seed']}, "
-        f"device {results['device']}. Means (medians in parentheses); latency is the median per object. "
-        f"`bIoU` is Boundary IoU with a 2 % band, `bIoU 1px` the study-comparable 1-pixel band.",
+        f"Command: `{results['command']}`.",
+        "",
+        f"{results['n_objects']} objects, protocol `{results['protocol']}` (the model is given: "
+        f"{results['model_prompt']}), seed {results['seed']}, device {results['device']}. Means (medians in "
+        f"parentheses); latency is the median per object. `bIoU` is Boundary IoU with a 2 % band, `bIoU 1px` "
+        f"the study-comparable 1-pixel band.",
         "",
         "| method | pixel acc. | IoU | Dice | bIoU | bIoU 1px | HD (px) | HD95 (px) | latency (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if MODEL not in results["methods"]:
+        lines.append(f"| {MODEL} | {results['model_prompt']} |" + " – |" * 7)
     for name, s in results["methods"].items():
         mean, med = s["mean"], s["median"]
         cells = [f"{mean[k]:.4f} ({med[k]:.4f})" for k in ("pixel_accuracy", "iou", "dice", "boundary_iou")]
@@ -170,20 +275,24 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def dataset_entry(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``resolve_dataset`` entry of the command line (a named split, or an explicit annotation file)."""
+    if args.ann_file is not None:
+        return {"ann_file": str(args.ann_file), **({"images_dir": str(args.data_root)} if args.data_root else {})}
+    if args.data_root is not None:
+        raise ValueError("--data-root is the images folder of --ann-file; pass --ann-file too")
+    return {"dataset": args.dataset, "split": args.split}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    unknown = [b for b in baselines if b not in BASELINES]
-    if unknown:
-        print(f"error: unknown baseline(s) {unknown}; valid: {list(BASELINES)}", file=sys.stderr)
+    try:
+        baselines = parse_baselines(args.baselines, args.protocol)
+        entry = dataset_entry(args)
+        images_dir, ann_file = resolve_dataset(entry)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    entry = {"dataset": args.dataset, "split": args.split}
-    if args.ann_file is not None:
-        entry = {"ann_file": str(args.ann_file), **({"images_dir": str(args.data_root)} if args.data_root else {})}
-    elif args.data_root is not None:
-        print("error: --data-root is the images folder of --ann-file; pass --ann-file too", file=sys.stderr)
-        return 2
-    images_dir, ann_file = resolve_dataset(entry)
     instances = CocoInstances(images_dir, ann_file, min_area=args.min_area, max_images=args.max_images)
     model = args.checkpoint if args.checkpoint is not None else args.model
     refiner = Refiner(model, device=args.device)
@@ -194,8 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "model": str(model),
         "spec": refiner.spec.to_dict(),
-        "dataset": {"images_dir": str(images_dir), "ann_file": str(ann_file), "skipped": dict(instances.skipped)},
+        "command": "python -m training.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "dataset": {
+            **{k: entry[k] for k in ("dataset", "split") if k in entry},
+            "images_dir": str(images_dir),
+            "ann_file": str(ann_file),
+            "skipped": dict(instances.skipped),
+        },
         "protocol": args.protocol,
+        "model_prompt": model_call(refiner, args.protocol)[1],
         "seed": args.seed,
         "device": str(refiner.device),
         "n_objects": len(records),
@@ -206,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_markdown(results, args.out / "results.md")
     if kept:
-        plot_grid(kept, args.out / "grid.png")
+        plot_grid(kept, args.grid_out or args.out / "grid.png")
     print((args.out / "results.md").read_text())
     return 0
 

@@ -1,13 +1,22 @@
-"""Strokes to a good mask (NoC): ``python -m training.noc --model default --dataset coco-mini --split val``.
+"""Prompts to a good mask (NoC): ``python -m training.noc --model default --dataset coco-mini --split val``.
 
-The interactive protocol of RITM/SimpleClick with strokes: round 1 is one simulated
-stroke (seeded by (seed, annotation id), the same for every method); every later round
-adds corrective clicks on the method's *own* current errors
-(:func:`~napari_segmentello.strokes.correction_strokes`: one in the largest missed
-region, one in the largest false positive), accumulated as positive and negative
-strokes. The model is asked ``Refiner.predict(all_pos, negative=all_neg,
-previous=its_last_mask)`` (prompts its recipe has no channel for are left out);
-GrabCut is re-run from the same kind of accumulated strokes (:func:`grabcut_strokes`).
+Two protocols, each method correcting its *own* errors:
+
+- ``--protocol clicks``, the standard one (RITM, SimpleClick, SAM): click 1 at the
+  object pixel farthest from its boundary (:func:`~napari_segmentello.strokes.first_click`),
+  each next click at the pixel farthest from the boundary of the larger error region,
+  positive in missed object, negative in false positive (:func:`~napari_segmentello.strokes.next_click`).
+  Clicks are discs (:func:`~napari_segmentello.strokes.points_to_stroke`); positive ones
+  accumulate into the stroke, negative ones into the negative mask. No randomness.
+- a stroke protocol (default ``scribble``, our own): round 1 is one simulated stroke
+  (seeded by (seed, annotation id), the same for every method); every later round adds
+  corrective clicks (:func:`~napari_segmentello.strokes.correction_strokes`: one in the
+  largest missed region, one in the largest false positive).
+
+The model is asked ``Refiner.predict(all_pos, negative=all_neg, previous=its_last_mask)``
+(prompts its recipe has no channel for are left out); GrabCut is re-run from the same
+kind of accumulated prompts as sure foreground/background
+(:func:`training.baselines.grabcut`).
 
 NoC@t is the first round whose IoU reaches t; an object that never does counts as the
 number of rounds (RITM's convention, so a failure is not rewarded), and is also counted
@@ -24,21 +33,29 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
-from napari_segmentello.strokes import PROTOCOLS, correction_strokes, simulate_stroke
+from napari_segmentello.strokes import (
+    PROTOCOLS,
+    correction_strokes,
+    first_click,
+    next_click,
+    points_to_stroke,
+    simulate_stroke,
+)
 
-from training.baselines import stroke_window
+from training.baselines import grabcut
 from training.dataset import resolve_dataset
 from training.evaluate import select_objects
 
 MODEL, GRABCUT = "model", "grabcut"
-SHOWN_ROUNDS = (1, 3, 5)  # the IoU@k columns of noc.md
+CLICKS = "clicks"  # the standard click protocol (from the first click, not from a stroke)
+SHOWN_ROUNDS = (1, 3, 5, 10, 20)  # the IoU@k columns of noc.md (those within --rounds)
+Click = tuple[int, int, bool]  # (row, col, positive)
 
 # (positive strokes so far, negative strokes so far, the method's last mask or None) -> new mask
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
@@ -49,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundled model name or checkpoint path")
     p.add_argument("--dataset", default="coco-mini", help="named dataset under the data root (default coco-mini)")
     p.add_argument("--split", default="val", help="train or val (default val)")
-    p.add_argument("--protocol", default="scribble", choices=sorted(PROTOCOLS), help="first stroke (default scribble)")
+    p.add_argument(
+        "--protocol",
+        default="scribble",
+        choices=sorted([*PROTOCOLS, CLICKS]),
+        help="'clicks' (the standard click protocol) or the first stroke of a stroke session (default scribble)",
+    )
     p.add_argument("--rounds", type=int, default=10, help="rounds per object, the first stroke included (default 10)")
     p.add_argument("--targets", default="0.85,0.90", help="comma list of IoU targets (default 0.85,0.90)")
     p.add_argument("--max-objects", type=int, help="a seeded random subset of N objects (default: all)")
@@ -85,32 +107,6 @@ def noc(ious: Sequence[float], target: float, max_rounds: int) -> int:
     return max_rounds
 
 
-def grabcut_strokes(
-    image: np.ndarray, pos: np.ndarray, neg: np.ndarray, *, margin: float = 0.4, iterations: int = 5
-) -> np.ndarray:
-    """GrabCut on the positive strokes' ROI (the model's window) with positive and negative strokes.
-
-    Labels as :func:`training.baselines.grabcut`, plus the negative strokes: positive
-    strokes are sure foreground (``GC_FGD``), negative ones sure background (``GC_BGD``,
-    winning where they overlap: the later correction), the rest of the ROI probable
-    background. Negative strokes outside the window are outside the model's view too.
-    """
-    region, rgb, local_pos = stroke_window(image, pos, margin)
-    local_neg = np.asarray(neg, bool)[region]
-    labels = np.full(local_pos.shape, cv2.GC_PR_BGD, np.uint8)
-    labels[local_pos] = cv2.GC_FGD
-    labels[local_neg] = cv2.GC_BGD
-    out = np.zeros(np.shape(pos), bool)
-    if not (labels == cv2.GC_PR_BGD).any():  # nothing left to decide
-        out[region] = labels == cv2.GC_FGD
-        return out
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    img8 = np.ascontiguousarray(np.round(rgb * 255).astype(np.uint8))
-    cv2.grabCut(img8, labels, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    out[region] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    return out
-
-
 def model_method(refiner: Refiner) -> Method:
     """The refiner as a NoC method: prompts its recipe has no channel for are not passed."""
     extras = set(refiner.spec.extras)
@@ -124,8 +120,34 @@ def model_method(refiner: Refiner) -> Method:
 
 
 def grabcut_method(image: np.ndarray, margin: float) -> Method:
-    """GrabCut as a NoC method: re-run from the strokes each round, its last mask unused."""
-    return lambda pos, neg, prev: grabcut_strokes(image, pos, neg, margin=margin)
+    """GrabCut as a NoC method: re-run from the prompts each round (negatives sure background), last mask unused."""
+    return lambda pos, neg, prev: grabcut(image, pos, negative=neg, margin=margin)
+
+
+def clicks_to_strokes(clicks: Sequence[Click], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``(pos, neg)``: the positive clicks' discs and the negative clicks' discs."""
+    pos = np.array([(r, c) for r, c, positive in clicks if positive], float).reshape(-1, 2)
+    neg = np.array([(r, c) for r, c, positive in clicks if not positive], float).reshape(-1, 2)
+    return points_to_stroke(pos, shape), points_to_stroke(neg, shape)
+
+
+def interact_clicks(method: Method, gt: np.ndarray, rounds: int) -> tuple[list[float], list[Click]]:
+    """IoU after each of ``rounds`` clicks of the standard protocol on this method's own errors, and the clicks.
+
+    Once a mask is perfect there is nothing left to click: later rounds keep its IoU.
+    """
+    clicks, ious, pred = [first_click(gt)], [], None
+    for round_ in range(rounds):
+        if round_:
+            click = next_click(gt, pred)
+            if click is None:
+                ious.append(ious[-1])
+                continue
+            clicks.append(click)
+        pos, neg = clicks_to_strokes(clicks, gt.shape)
+        pred = method(pos, neg, pred)
+        ious.append(iou(gt, pred))
+    return ious, clicks
 
 
 def interact(method: Method, gt: np.ndarray, first: np.ndarray, rounds: int, rng: np.random.Generator) -> list[float]:
@@ -155,26 +177,33 @@ def summarize(records: list[dict[str, Any]], methods: list[str], targets: list[f
 
 
 def write_markdown(results: dict[str, Any], path: Path) -> None:
-    """The summary table: NoC per target, IoU after rounds 1/3/5, failures at the highest target."""
+    """The summary table: NoC and failures per target, IoU after rounds 1/3/5/10/20 (those run)."""
     keys = [target_key(t) for t in results["targets"]]
     shown = [k for k in SHOWN_ROUNDS if k <= results["rounds"]]
+    if results["protocol"] == CLICKS:
+        session = f"the standard click protocol from the first click, up to {results['rounds']} clicks"
+    else:
+        session = (
+            f"first stroke `{results['protocol']}`, up to {results['rounds']} rounds "
+            "(corrective clicks on each method's own errors)"
+        )
     lines = [
         f"#### {results['model']} on {results['dataset']['name']} {results['dataset']['split']}",
         "",
         f"Command: `{results['command']}`.",
         "",
-        f"{results['n_objects']} objects, first stroke `{results['protocol']}`, up to {results['rounds']} rounds "
-        f"(corrective clicks on each method's own errors), seed {results['seed']}, device {results['device']}. "
-        f"NoC@t: mean first round reaching IoU t, a failure counts as {results['rounds']}.",
+        f"{results['n_objects']} objects, {session}, seed {results['seed']}, device {results['device']}. "
+        f"NoC@t: mean first round reaching IoU t, a failure (never reached) counts as {results['rounds']}.",
         "",
         "| method | "
-        + " | ".join([*(f"NoC@{k}" for k in keys), *(f"IoU@{r}" for r in shown), f"failures@{keys[-1]}"])
+        + " | ".join([*(f"NoC@{k}" for k in keys), *(f"failures@{k}" for k in keys), *(f"IoU@{r}" for r in shown)])
         + " |",
-        "|---" * (len(keys) + len(shown) + 2) + "|",
+        "|---" * (2 * len(keys) + len(shown) + 1) + "|",
     ]
     for name, s in results["methods"].items():
-        cells = [f"{s['noc'][k]:.2f}" for k in keys] + [f"{s['mean_iou'][r - 1]:.4f}" for r in shown]
-        lines.append(f"| {name} | " + " | ".join([*cells, str(s["failures"][keys[-1]])]) + " |")
+        cells = [f"{s['noc'][k]:.2f}" for k in keys] + [str(s["failures"][k]) for k in keys]
+        cells += [f"{s['mean_iou'][r - 1]:.4f}" for r in shown]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -191,7 +220,8 @@ def plot_curve(results: dict[str, Any], path: Path) -> None:
         ax.plot(rounds, s["mean_iou"], "o-", label=name)
     for t in results["targets"]:
         ax.axhline(t, color="grey", linestyle=":", linewidth=1)
-    ax.set(xlabel="round (strokes)", ylabel="mean IoU", title=f"{results['n_objects']} objects", xticks=rounds)
+    unit = "clicks" if results["protocol"] == CLICKS else "round (strokes)"
+    ax.set(xlabel=unit, ylabel="mean IoU", title=f"{results['n_objects']} objects", xticks=rounds)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -201,7 +231,7 @@ def plot_curve(results: dict[str, Any], path: Path) -> None:
 def evaluate(
     refiner: Refiner, instances: CocoInstances, indices: list[int], *, protocol: str, rounds: int, seed: int
 ) -> list[dict[str, Any]]:
-    """Per-object records with each method's IoU per round."""
+    """Per-object records with each method's IoU per round (and, for the click protocol, its clicks)."""
     model = model_method(refiner)
     records, image_id = [], None
     for index in tqdm(indices, desc="objects"):
@@ -209,13 +239,21 @@ def evaluate(
         if inst.image_id != image_id:
             refiner.set_image(inst.image)
             image_id = inst.image_id
-        first = simulate_stroke(inst.mask, protocol, np.random.default_rng([seed, inst.ann_id]))
         methods = {MODEL: model, GRABCUT: grabcut_method(inst.image, refiner.spec.roi_margin)}
-        curves = {  # each method's corrections drawn from the same seeded stream, on its own errors
-            name: interact(method, inst.mask, first, rounds, np.random.default_rng([seed, inst.ann_id, 1]))
-            for name, method in methods.items()
-        }
-        records.append({"image_id": inst.image_id, "ann_id": inst.ann_id, "area": int(inst.mask.sum()), "iou": curves})
+        record = {"image_id": inst.image_id, "ann_id": inst.ann_id, "area": int(inst.mask.sum())}
+        if protocol == CLICKS:
+            sessions = {name: interact_clicks(method, inst.mask, rounds) for name, method in methods.items()}
+            record["iou"] = {name: ious for name, (ious, _) in sessions.items()}
+            record["clicks"] = {
+                name: [[int(r), int(c), bool(p)] for r, c, p in cl] for name, (_, cl) in sessions.items()
+            }
+        else:
+            first = simulate_stroke(inst.mask, protocol, np.random.default_rng([seed, inst.ann_id]))
+            record["iou"] = {  # each method's corrections drawn from the same seeded stream, on its own errors
+                name: interact(method, inst.mask, first, rounds, np.random.default_rng([seed, inst.ann_id, 1]))
+                for name, method in methods.items()
+            }
+        records.append(record)
     return records
 
 

@@ -23,7 +23,7 @@ from skimage.io import imread
 from skimage.util import img_as_ubyte
 
 ENV_VAR = "SEGMENTELLO_DATA"
-DATASETS = ("coco-mini", "dsb2018-nuclei")
+DATASETS = ("coco-mini", "dsb2018-nuclei", "coco-mval", "nuclei-histology", "em-isbi2012", "acdc-scribbles")
 SPLITS = ("train", "val")
 SKIP_REASONS = ("crowd", "small", "missing_file")
 
@@ -79,13 +79,20 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Instance:
-    """One object: its full image and its full-frame mask."""
+    """One object: its full image and its full-frame mask, and the annotator's strokes where recorded.
+
+    ``scribble`` / ``negative_scribble`` are the human strokes of datasets that keep
+    them (acdc-scribbles: the stroke over this object and the background strokes of
+    its slice), so evaluation can score real strokes instead of simulated ones.
+    """
 
     image_id: int
     ann_id: int
     category: str
     image: np.ndarray  # H×W×3 uint8
     mask: np.ndarray  # H×W bool
+    scribble: np.ndarray | None = None  # H×W bool, or None where the dataset has none
+    negative_scribble: np.ndarray | None = None
 
 
 class CocoInstances:
@@ -171,6 +178,8 @@ class CocoInstances:
             category=self.coco.cats[ann["category_id"]]["name"],
             image=self.load_image(image_id),
             mask=self.coco.annToMask(ann).astype(bool),
+            scribble=_decode_extra(ann, "scribble"),
+            negative_scribble=_decode_extra(ann, "negative_scribble"),
         )
 
     def summary(self) -> str:
@@ -180,6 +189,19 @@ class CocoInstances:
             f"{self.ann_file}: {len(self.image_ids)} images, {len(self)} instances "
             f"(min_area={self.min_area}); skipped {skipped}"
         )
+
+
+def _decode_extra(ann: dict, key: str) -> np.ndarray | None:
+    """The RLE mask under ``ann[key]`` (string or bytes ``counts``) as bool H×W; None when the key is absent."""
+    rle = ann.get(key)
+    if rle is None:
+        return None
+    try:
+        counts = rle["counts"]
+        encoded = {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+        return mask_utils.decode(encoded).astype(bool)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"annotation {ann.get('id')}: {key!r} is not a COCO RLE mask: {err!r}") from err
 
 
 def _load_coco(ann_file: Path) -> COCO:
