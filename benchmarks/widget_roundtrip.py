@@ -94,7 +94,7 @@ def _click(app: Any, viewer: Any, widget: Any, new_layer: bool) -> float:
         viewer.layers[OUTPUT].data = np.zeros_like(viewer.layers[OUTPUT].data)
     app.processEvents()
     start = time.perf_counter()
-    widget.refine_button.click()
+    widget.prompting.refine_button.click()
 
     def arrived() -> bool:
         # a new layer is created and written in one main-thread callback; into an existing
@@ -120,7 +120,7 @@ def round_trips(model: str, device: str, repeats: int, show: bool) -> dict[str, 
         viewer.add_labels(strokes, name="coins strokes")
         widget = SegmentelloWidget(viewer)
         viewer.window.add_dock_widget(widget)
-        widget.add_model(model, name="benchmark")
+        widget.model_combo.add_model(model, name="benchmark")
         widget.device_combo.setCurrentText(device)
         cold = _click(app, viewer, widget, new_layer=True)
         fresh, again = [], []

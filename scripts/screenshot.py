@@ -42,12 +42,12 @@ def main() -> int:
     widget = SegmentelloWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Stroke refiner (Segmentello)", area="right")
     if args.model != "default":
-        widget.add_model(args.model)
+        widget.model_combo.add_model(args.model)
     widget.device_combo.setCurrentText("cpu")
 
     notification_manager.notification_ready.connect(lambda note: print(f"napari: {note.message}"))
 
-    widget.refine_button.click()
+    widget.prompting.refine_button.click()
     deadline = time.monotonic() + TIMEOUT_S
     while widget.busy and time.monotonic() < deadline:
         QApplication.processEvents()

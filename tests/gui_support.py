@@ -70,7 +70,7 @@ def setup(make_napari_viewer, qtbot):
             viewer.add_labels(strokes, name="strokes", scale=image_kwargs.get("scale"))
         widget = SegmentelloWidget(viewer)
         viewer.window.add_dock_widget(widget)
-        widget.add_model(model or BrightStandIn(), name="stand-in")
+        widget.model_combo.add_model(model or BrightStandIn(), name="stand-in")
         widget.device_combo.setCurrentText("cpu")
         return viewer, widget
 
@@ -78,6 +78,6 @@ def setup(make_napari_viewer, qtbot):
 
 
 def run_refine(qtbot, widget) -> None:
-    widget.refine_button.click()
+    widget.prompting.refine_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
-    assert widget.refine_button.isEnabled()
+    assert widget.prompting.refine_button.isEnabled()

@@ -16,7 +16,8 @@ from napari.utils import progress
 from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
 from napari_segmentello._sample_data import make_sample_data
-from napari_segmentello._widget import LOAD_CHECKPOINT, SegmentelloWidget, available_devices
+from napari_segmentello._qt.pickers import LOAD_CHECKPOINT, available_devices
+from napari_segmentello._widget import SegmentelloWidget
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.models import build_model
 
@@ -82,11 +83,11 @@ def test_errors_are_notifications(setup, qtbot, sample, notes):
     assert any("'strokes' has shape (100, 384)" in m for m in notes())
 
     viewer.layers["strokes"].data = strokes
-    widget.add_model("no-such-model")  # the engine's KeyError, shown without quotes
+    widget.model_combo.add_model("no-such-model")  # the engine's KeyError, shown without quotes
     run_refine(qtbot, widget)
     assert any(m.startswith("unknown model 'no-such-model'") for m in notes())
 
-    widget.add_model(WrongShape(), name="broken")
+    widget.model_combo.add_model(WrongShape(), name="broken")
     run_refine(qtbot, widget)
     assert any("the model returned logits of shape" in m for m in notes())
     assert "coins refined" not in viewer.layers
@@ -137,7 +138,7 @@ def test_live_refine_follows_painting(setup, qtbot, sample):
     viewer, widget = setup(image, model=model)
     layer = widget.new_stroke_layer()
     layer.brush_size = 20
-    widget.live_checkbox.setChecked(True)
+    widget.prompting.live_checkbox.setChecked(True)
 
     centre = np.argwhere(strokes == 1).mean(axis=0)
     for dy in (-10, 0, 10):  # three quick dabs: debounced into one refinement
@@ -160,7 +161,7 @@ def test_live_refine_follows_painting(setup, qtbot, sample):
     assert model.calls == 2
     np.testing.assert_array_equal(out.data == 1, first)
 
-    widget.live_checkbox.setChecked(False)
+    widget.prompting.live_checkbox.setChecked(False)
     layer.paint(np.argwhere(strokes == 3).mean(axis=0), 3)
     qtbot.wait(600)
     assert model.calls == 2
@@ -171,8 +172,8 @@ def test_closing_stops_the_worker_and_writes_nothing(setup, qtbot, sample):
     gate = threading.Event()
     model = BrightStandIn(gate)
     viewer, widget = setup(image, strokes, model=model)
-    widget.refine_button.click()
-    assert widget.busy and not widget.refine_button.isEnabled()
+    widget.prompting.refine_button.click()
+    assert widget.busy and not widget.prompting.refine_button.isEnabled()
     worker = widget.worker
     assert model.entered.wait(10)  # past the worker's last yield: only quit() can stop the write
     assert any(bar.desc == "Segmentello: refining 3 objects" for bar in progress._all_instances)

@@ -18,9 +18,10 @@ from qtpy.QtWidgets import QDialog
 from scipy import ndimage as ndi
 from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
-from napari_segmentello import _qt_layers as ql
-from napari_segmentello import _widget
-from napari_segmentello._qt_finetune import FinetuneDialog
+from napari_segmentello._qt import finetune as qt_finetune
+from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.controller import ERASE_ID
+from napari_segmentello._qt.finetune import FinetuneDialog
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.engine import Refiner, list_models, load_model
 from napari_segmentello.models import build_model, get_spec
@@ -29,7 +30,7 @@ from napari_segmentello.strokes import points_to_stroke
 
 pytestmark = pytest.mark.gui
 
-ERASE = _widget.ERASE_ID
+ERASE = ERASE_ID
 
 
 class CorrectingStandIn(BrightStandIn):
@@ -128,12 +129,12 @@ def test_erase_strokes_and_previous_results_reach_the_engine(setup, qtbot, sampl
     out = viewer.layers["coins refined"]
     first = out.data.copy()
 
-    widget.erase_checkbox.setChecked(True)  # the brush switches to the erase label...
+    widget.prompting.erase_checkbox.setChecked(True)  # the brush switches to the erase label...
     assert layer.selected_label == ERASE
     layer.brush_size = 6
     edge = np.argwhere((reference == 2) & ~ndi.binary_erosion(reference == 2, iterations=3))[0]
     layer.paint(edge, layer.selected_label)  # ...over the edge of object 2's result
-    widget.erase_checkbox.setChecked(False)  # ...and back to the object painted before
+    widget.prompting.erase_checkbox.setChecked(False)  # ...and back to the object painted before
     assert layer.selected_label == 2
     erase = layer.data == ERASE
     assert erase.any()
@@ -201,7 +202,7 @@ def test_models_without_correction_inputs_ignore_them_once(setup, qtbot, sample,
 def test_click_mode_clicks_are_disc_strokes(setup, qtbot, sample, spy):
     image, _, reference = sample
     viewer, widget = setup(image, model=CorrectingStandIn())
-    clicks = widget.click_mode()
+    clicks = widget.prompting.click_mode()
     assert isinstance(clicks, Points) and clicks.name == "coins clicks" and clicks.mode == "add"
     assert viewer.layers.selection.active is clicks
     strokes = viewer.layers["coins strokes"]  # made for the label choice
@@ -219,7 +220,7 @@ def test_click_mode_clicks_are_disc_strokes(setup, qtbot, sample, spy):
 
     strokes.selected_label = 3  # a second object, clicked
     clicks.add(three_clicks(reference == 3))
-    widget.erase_checkbox.setChecked(True)  # erase clicks: "not this"
+    widget.prompting.erase_checkbox.setChecked(True)  # erase clicks: "not this"
     wrong = np.argwhere(reference == 0)[0] + 3
     clicks.add(wrong)
     assert clicks.features[ql.CLICK_LABEL].tolist() == [1, 1, 1, 3, 3, 3, ERASE]
@@ -235,8 +236,8 @@ def test_live_refine_follows_clicks(setup, qtbot, sample):
     image, _, reference = sample
     model = BrightStandIn()
     viewer, widget = setup(image, model=model)
-    clicks = widget.click_mode()
-    widget.live_checkbox.setChecked(True)
+    clicks = widget.prompting.click_mode()
+    widget.prompting.live_checkbox.setChecked(True)
     clicks.add(three_clicks(reference == 2))  # one event: one refinement
     qtbot.waitUntil(lambda: "coins refined" in viewer.layers and not widget.busy, timeout=WAIT_MS)
     assert model.calls == 1
@@ -252,7 +253,7 @@ def test_clicks_with_the_bundled_default_model(setup, qtbot, sample):
     image, _, reference = sample
     viewer, widget = setup(image)
     widget.model_combo.setCurrentIndex(widget.model_combo.findText("default"))
-    clicks = widget.click_mode()
+    clicks = widget.prompting.click_mode()
     strokes = viewer.layers["coins strokes"]
     for k in (1, 2, 3):
         strokes.selected_label = k
@@ -283,7 +284,7 @@ def test_propagate_follows_objects_through_the_stack_in_one_undo_step(setup, qtb
     labels[3] = np.roll(np.where(np.isin(strokes, (1, 2)), strokes, 0), -9, axis=1)
     viewer, widget = setup(stack, labels)
     viewer.dims.set_current_step(0, 3)
-    assert widget.propagate_button.isEnabled()
+    assert widget.stack.propagate_button.isEnabled()
     run_refine(qtbot, widget)  # a plain Refine first: one undo step of its own
     out = viewer.layers["coins refined"]
     refined_plane = out.data.copy()
@@ -297,11 +298,13 @@ def test_propagate_follows_objects_through_the_stack_in_one_undo_step(setup, qtb
         updates.append((self.n, self.total, threading.current_thread() is threading.main_thread()))
 
     monkeypatch.setattr(progress, "update", spy_update)
-    widget.propagate_button.click()
-    assert widget.busy and not widget.propagate_button.isEnabled() and not widget.refine_button.isEnabled()
+    widget.stack.propagate_button.click()
+    assert (
+        widget.busy and not widget.stack.propagate_button.isEnabled() and not widget.prompting.refine_button.isEnabled()
+    )
     assert widget.stop_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
-    assert widget.propagate_button.isEnabled() and not widget.stop_button.isEnabled()
+    assert widget.stack.propagate_button.isEnabled() and not widget.stop_button.isEnabled()
     assert updates and updates[-1][:2] == (2 * len(stack), 2 * len(stack)) and all(u[2] for u in updates)
 
     expected = np.zeros_like(out.data)  # the core's propagation of each object, lower ids first where they meet
@@ -321,19 +324,19 @@ def test_propagate_follows_objects_through_the_stack_in_one_undo_step(setup, qtb
 def test_propagate_needs_a_stack_and_a_stroke(setup, qtbot, sample, notes):
     image, strokes, _ = sample
     viewer, widget = setup(image, strokes)
-    assert not widget.propagate_button.isEnabled()
+    assert not widget.stack.propagate_button.isEnabled()
     rgb_image = np.stack([image] * 3, axis=-1)
     viewer.add_image(rgb_image, name="rgb", rgb=True)
     widget.image_combo.setCurrentText("rgb")
-    assert not widget.propagate_button.isEnabled()  # H×W×3 is one plane, not a stack
+    assert not widget.stack.propagate_button.isEnabled()  # H×W×3 is one plane, not a stack
 
     stack = np.stack([image] * 3)
     viewer.add_image(stack, name="stack")
     viewer.add_labels(np.zeros(stack.shape, np.uint8), name="empty")
     widget.image_combo.setCurrentText("stack")
     widget.strokes_combo.setCurrentText("empty")
-    assert widget.propagate_button.isEnabled()
-    widget.propagate()
+    assert widget.stack.propagate_button.isEnabled()
+    widget.stack.propagate()
     assert not widget.busy
     assert any("paint a stroke (or click) on this plane first" in m for m in notes())
 
@@ -347,7 +350,7 @@ def test_stop_and_close_end_a_propagation_without_writing(setup, qtbot, sample, 
     model = BrightStandIn(gate)
     viewer, widget = setup(stack, labels, model=model)
     viewer.dims.set_current_step(0, 2)
-    widget.propagate()
+    widget.stack.propagate()
     assert model.entered.wait(10)
     widget.stop_button.click()
     gate.set()
@@ -357,7 +360,7 @@ def test_stop_and_close_end_a_propagation_without_writing(setup, qtbot, sample, 
 
     gate.clear()
     model.entered.clear()
-    widget.propagate()
+    widget.stack.propagate()
     worker = widget.worker
     assert model.entered.wait(10)
     viewer.window.remove_dock_widget(widget)
@@ -375,7 +378,7 @@ def test_finetune_dialog_offers_the_images_masks(setup, qtbot, sample, tmp_path,
     viewer, widget = setup(image, strokes)
     viewer.add_labels(reference, name="coins refined", metadata={ql.OUTPUT_TAG: True})
     viewer.add_labels(np.zeros((10, 10), np.uint8), name="elsewhere")
-    widget.finetune_dir = tmp_path
+    widget.finetuning.finetune_dir = tmp_path
     asked = []
 
     def answer(dialog):
@@ -392,8 +395,8 @@ def test_finetune_dialog_offers_the_images_masks(setup, qtbot, sample, tmp_path,
 
     started = []
     monkeypatch.setattr(FinetuneDialog, "exec_", answer)
-    monkeypatch.setattr(widget, "finetune", lambda *args: started.append(args))
-    widget.finetune_button.click()
+    monkeypatch.setattr(widget.finetuning, "finetune", lambda *args: started.append(args))
+    widget.finetuning.finetune_button.click()
     assert len(asked) == 1
     ((layers, minutes, out),) = started
     assert [layer.name for layer in layers] == ["coins refined"] and minutes == 2.0 and out.parent == tmp_path
@@ -404,15 +407,15 @@ def test_finetune_on_labels_adds_a_working_model(setup, qtbot, sample, tmp_path,
     image, strokes, reference = sample
     source = save_checkpoint(tmp_path / "tiny.pt", build_model("tiny16-32"))
     viewer, widget = setup(image, strokes)
-    widget.add_model(str(source))
+    widget.model_combo.add_model(str(source))
     masks = viewer.add_labels(reference, name="coins refined", metadata={ql.OUTPUT_TAG: True})
     updates: list[int] = []
     update = progress.update
     monkeypatch.setattr(progress, "update", lambda self, n=1: (update(self, n), updates.append(self.n)))
 
     out = tmp_path / "models" / "mine.pt"
-    widget.finetune([masks], minutes=0.05, out=out)
-    assert widget.busy and not widget.finetune_button.isEnabled() and widget.stop_button.isEnabled()
+    widget.finetuning.finetune([masks], minutes=0.05, out=out)
+    assert widget.busy and not widget.finetuning.finetune_button.isEnabled() and widget.stop_button.isEnabled()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert out.is_file() and updates
     assert widget.model_combo.currentText() == "mine.pt" and widget.model_combo.currentData() == out
@@ -420,7 +423,7 @@ def test_finetune_on_labels_adds_a_working_model(setup, qtbot, sample, tmp_path,
     run_refine(qtbot, widget)  # the new model refines (random start, a few seconds: no quality asked)
     assert viewer.layers["coins refined"].data.shape == image.shape
 
-    monkeypatch.setattr(_widget, "FINETUNED_DIR", out.parent)  # a later session lists it
+    monkeypatch.setattr(qt_finetune, "FINETUNED_DIR", out.parent)  # a later session lists it
     _, later = setup(image, strokes)
     names = [later.model_combo.itemText(i) for i in range(later.model_combo.count())]
     assert later.model_combo.itemData(names.index("mine.pt")) == out
@@ -430,17 +433,17 @@ def test_stop_or_close_cancels_finetuning(setup, qtbot, sample, tmp_path, notes)
     image, strokes, reference = sample
     source = save_checkpoint(tmp_path / "tiny.pt", build_model("tiny16-32"))
     viewer, widget = setup(image, strokes)
-    widget.add_model(str(source))
+    widget.model_combo.add_model(str(source))
     masks = viewer.add_labels(reference, name="coins refined", metadata={ql.OUTPUT_TAG: True})
     n_models = widget.model_combo.count()
 
-    widget.finetune([masks], minutes=5, out=tmp_path / "stopped.pt")
+    widget.finetuning.finetune([masks], minutes=5, out=tmp_path / "stopped.pt")
     widget.stop_button.click()
     qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
     assert not (tmp_path / "stopped.pt").exists() and widget.model_combo.count() == n_models
     assert "Segmentello: stopped; nothing was written" in notes()
 
-    widget.finetune([masks], minutes=5, out=tmp_path / "closed.pt")
+    widget.finetuning.finetune([masks], minutes=5, out=tmp_path / "closed.pt")
     worker = widget.worker
     viewer.window.remove_dock_widget(widget)
     qtbot.waitUntil(lambda: not worker.is_running, timeout=60_000)
@@ -450,7 +453,7 @@ def test_stop_or_close_cancels_finetuning(setup, qtbot, sample, tmp_path, notes)
 def test_a_progress_report_racing_the_end_of_a_job_is_dropped(setup):
     """Moving the bar processes Qt events; if the job ends in them, the bar is gone: no crash."""
     _, widget = setup()
-    widget._progress_bar("Segmentello: finetuning")
+    widget.progress_bar("Segmentello: finetuning")
     bar, finish = widget._pbar, widget._on_finished
     bar.update = lambda n: finish()  # the job's end arrives while the bar moves
     widget._on_progress(1, 10, "loss 0.3")
@@ -461,7 +464,7 @@ def test_finetune_errors_are_notifications(setup, qtbot, sample, tmp_path, notes
     image, strokes, _ = sample
     viewer, widget = setup(image, strokes)
     empty = viewer.add_labels(np.zeros_like(strokes), name="nothing yet")
-    widget.finetune([empty], minutes=0.05, out=tmp_path / "x.pt")
+    widget.finetuning.finetune([empty], minutes=0.05, out=tmp_path / "x.pt")
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert any("the picked labels layers are empty" in m for m in notes())
     assert not (tmp_path / "x.pt").exists()

@@ -1,9 +1,11 @@
-"""The "Finetune on my labels…" action: a dialog asks which finished masks to learn from, for how long
-and where to save; :func:`finetune_job` runs :func:`napari_segmentello.finetune.finetune` in the widget's worker.
+"""The finetuning panel: "Finetune on my labels…" asks which finished masks to learn from, for how long
+and where to save; :func:`finetune_job` runs :func:`napari_segmentello.finetune.finetune` in the controller's
+worker and the saved model joins the model picker (as do those in :data:`FINETUNED_DIR` at start).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QDialog,
@@ -23,13 +26,16 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QVBoxLayout,
     QWidget,
 )
 
-from napari_segmentello import _qt_layers as ql
+from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.controller import Controller
 from napari_segmentello.finetune import finetune
 
 DEFAULT_MINUTES = 2.0
+FINETUNED_DIR = Path("~/.napari-segmentello/models").expanduser()
 
 
 def default_path(folder: Path, model: str) -> Path:
@@ -122,3 +128,64 @@ class FinetuneDialog(QDialog):
         path, _ = QFileDialog.getSaveFileName(self, "Save finetuned model", self.out_edit.text(), "Checkpoints (*.pt)")
         if path:
             self.out_edit.setText(path)
+
+
+class FinetunePanel(QWidget):
+    """ "Finetune on my labels…": the dialog, then a stoppable finetuning job whose model is picked when saved."""
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.finetune_dir = FINETUNED_DIR
+        for path in sorted(self.finetune_dir.glob("*.pt"), key=lambda p: p.stat().st_mtime):
+            controller.model_combo.add_model(path, select=False)  # models finetuned earlier
+        self.finetune_button = QPushButton("Finetune on my labels…")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.finetune_button)
+        self.finetune_button.clicked.connect(self.open_finetune)
+        controller.state_changed.connect(lambda: self.finetune_button.setEnabled(not controller.busy))
+
+    def open_finetune(self) -> None:
+        """Ask which finished Labels layers to learn from, for how long and where to save, then finetune."""
+        if self.controller.busy:
+            return
+        try:
+            image = self.controller.image_layer()
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        out = default_path(self.finetune_dir, self.controller.model_combo.currentText())
+        dialog = FinetuneDialog(self.controller.viewer, image, out, parent=self)
+        if dialog.exec_() == QDialog.Accepted:
+            self.finetune(dialog.picked_layers(), dialog.minutes(), dialog.output_path())
+
+    def finetune(self, layers: list[Labels], minutes: float, out: str | os.PathLike) -> None:
+        """Finetune the picked model on ``layers`` (masks of the picked image) in a worker; the result is picked."""
+        c = self.controller
+        if c.busy:
+            return
+        try:
+            image = c.image_layer()
+        except ValueError as exc:
+            show_error(str(exc))
+            return
+        model, device, _ = c.model_args()
+        c.progress_bar("Segmentello: finetuning")
+        c.run(
+            finetune_job,
+            image,
+            list(layers),
+            model,
+            device,
+            float(minutes),
+            Path(out).expanduser(),
+            _connect={"returned": self._on_finetuned},
+            stoppable=True,
+        )
+
+    def _on_finetuned(self, path: Path) -> None:
+        if self.controller.closed:
+            return
+        self.controller.model_combo.add_model(path)
+        show_info(f"finetuned model saved to {path}; it is now picked in the model list")

@@ -1,0 +1,239 @@
+"""The prompting panel: Refine the displayed plane from strokes, clicks and erase strokes, or as you paint.
+
+Strokes painted with the controller's *erase label* (the "Erase" toggle switches the
+brush to it) mean "not this". Clicks in the ``<image> clicks``
+Points layer are small disc strokes of the stroke layer's current label.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+from napari.layers import Image, Labels, Points
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
+
+from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.controller import Controller
+from napari_segmentello._qt.follow import PromptFollower
+from napari_segmentello._qt.pickers import message
+from napari_segmentello._qt.refine import Refined, read_drawn, refine_job
+from napari_segmentello.strokes import CLICK_RADIUS
+
+LIVE_DELAY_MS = 300
+
+
+class PromptPanel(QWidget):
+    """Refine, Click mode, the erase label and "Refine as I paint"; follows the stroke and clicks layers."""
+
+    def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.follower = PromptFollower(self)
+        self._warned: set[tuple[str, str]] = set()
+        self._pending: set[int] = set()
+        self._object_label = 1
+
+        self.erase_checkbox = QCheckBox("Erase (not this)")
+        self.refine_button = QPushButton("Refine")
+        self.click_button = QPushButton("Click mode")
+        self.click_button.setToolTip("click on objects instead of painting (with 'Erase' on: clicks mean 'not this')")
+        self.live_checkbox = QCheckBox("Refine as I paint")
+        self._live_timer = QTimer(self)
+        self._live_timer.setSingleShot(True)
+        self._live_timer.setInterval(LIVE_DELAY_MS)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.refine_button)
+        buttons.addWidget(self.click_button)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.erase_checkbox)
+        toggles.addWidget(self.live_checkbox)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(buttons)
+        layout.addLayout(toggles)
+
+        self.refine_button.clicked.connect(lambda: self.refine())
+        self.click_button.clicked.connect(self.click_mode)
+        self.erase_checkbox.toggled.connect(self._on_erase_toggled)
+        controller.erase_spin.valueChanged.connect(self._on_erase_id_changed)
+        self._live_timer.timeout.connect(self._on_live_timeout)
+        self.follower.brush_changed.connect(self._on_selected_label)
+        self.follower.edited.connect(self._on_edited)
+        controller.layers_changed.connect(self._watch)
+        controller.state_changed.connect(lambda: self.refine_button.setEnabled(not controller.busy))
+        controller.closing.connect(self.shutdown)
+        self._watch()
+
+    # ---- refining ------------------------------------------------------------------------------
+
+    def refine(self, ids: set[int] | None = None) -> None:
+        """Refine the displayed plane: every object drawn on it, or only ``ids``.
+
+        Objects with no stroke, click or erase stroke on the plane keep their output (say,
+        from a propagation); an object whose stroke was wiped while refining as I paint is removed.
+        """
+        if self.controller.busy:
+            return
+        try:
+            self._start(ids)
+        except (ValueError, KeyError) as exc:
+            show_error(message(exc))
+
+    def _start(self, ids: set[int] | None) -> None:
+        c = self.controller
+        image, strokes = c.image_layer(), c.strokes_layer()
+        ql.check_strokes(strokes, image)
+        index = ql.displayed_plane(c.viewer, image)
+        if ids is not None and c.erase_spin.value() in ids:
+            ids = None  # an erase stroke may concern any object on the plane
+        drawn = read_drawn(c, image, strokes, index, ids)
+        if ids is not None and not np.isin(drawn.objects, list(ids)).any():
+            # every touched object was erased: just clear it from the output
+            self._write(image, strokes, index, Refined(np.zeros_like(drawn.objects), ids, ()))
+            return
+        n_objects = np.unique(drawn.objects[drawn.objects != 0]).size
+        c.run(
+            refine_job,
+            *c.model_args(),
+            ql.image_data(image)[index],  # H×W or H×W×C; dask/zarr stay lazy
+            drawn,
+            _progress={"total": 0, "desc": f"Segmentello: refining {n_objects} objects"} if n_objects > 1 else None,
+            _connect={"returned": lambda out: self._write(image, strokes, index, out)},
+        )
+
+    def _write(self, image: Image, strokes: Labels, index: ql.Index, refined: Refined) -> None:
+        """Replace the refined objects on plane ``index`` of the ``<image> refined`` layer, as one undo step."""
+        c = self.controller
+        if c.closed or image not in c.viewer.layers:
+            return
+        self._warn_ignored(refined.ignored)
+        try:
+            target = ql.output_layer(c.viewer, image, strokes)
+            current = np.asarray(target.data[index])
+            ql.write_plane(target, index, ql.replace_ids(current, refined.labels, refined.ids))
+        except ValueError as exc:
+            show_error(message(exc))
+
+    def _warn_ignored(self, ignored: tuple[str, ...]) -> None:
+        """Say once per model which prompts it cannot use (they are left out, not an error)."""
+        model = self.controller.model_combo.currentText()
+        for what in ignored:
+            if (model, what) not in self._warned:
+                self._warned.add((model, what))
+                show_info(f"model {model!r} takes no {what}: they are ignored; refined from the strokes alone")
+
+    # ---- erase label and click mode ------------------------------------------------------------
+
+    def clicks_layer(self) -> Points | None:
+        """The ``<image> clicks`` Points layer of the picked image, if there is one."""
+        try:
+            return self.controller.layer_named(f"{self.controller.image_layer().name} clicks", Points)
+        except ValueError:
+            return None
+
+    def _on_erase_toggled(self, checked: bool) -> None:
+        """Switch the stroke layer's brush to the erase label and back to the object it painted before."""
+        try:
+            layer = self.controller.strokes_layer()
+        except ValueError as exc:
+            if checked:
+                show_error(str(exc))
+                self.erase_checkbox.setChecked(False)
+            return
+        erase = self.controller.erase_spin.value()
+        if checked and layer.selected_label != erase:
+            layer.selected_label = erase
+        elif not checked and layer.selected_label == erase:
+            layer.selected_label = self._object_label
+
+    def _on_erase_id_changed(self, value: int) -> None:
+        if self.erase_checkbox.isChecked() and self.follower.strokes is not None:
+            self.follower.strokes.selected_label = value
+        self._on_selected_label()
+
+    def _on_selected_label(self) -> None:
+        """Keep the Erase toggle and the label of new clicks in step with the stroke layer's brush."""
+        if self.follower.strokes is None:
+            return
+        label = int(self.follower.strokes.selected_label)
+        erase = label == self.controller.erase_spin.value()
+        if not erase:
+            self._object_label = label
+        self.erase_checkbox.blockSignals(True)
+        self.erase_checkbox.setChecked(erase)
+        self.erase_checkbox.blockSignals(False)
+        clicks = self.follower.clicks
+        if clicks is not None:
+            clicks.selected_data = set()  # the new defaults must not recolour or relabel the last click
+            clicks.feature_defaults = {ql.CLICK_LABEL: label}
+            color = self.follower.strokes.get_color(label)
+            if color is not None:
+                clicks.current_face_color = color
+
+    def click_mode(self) -> Points | None:
+        """Add (or pick) the ``<image> clicks`` Points layer in add mode: each click is a small disc stroke.
+
+        Clicks take the stroke layer's current label (its object id, or the erase label when
+        'Erase' is on); a stroke layer is made when there is none, to hold that choice.
+        """
+        c = self.controller
+        try:
+            image = c.image_layer()
+        except ValueError as exc:
+            show_error(str(exc))
+            return None
+        try:
+            c.strokes_layer()
+        except ValueError:
+            c.new_stroke_layer()
+        layer = self.clicks_layer()
+        if layer is None:
+            layer = c.viewer.add_points(
+                ndim=len(ql.spatial_shape(image)),
+                name=f"{image.name} clicks",
+                scale=image.scale,
+                translate=image.translate,
+                size=2 * CLICK_RADIUS,
+                border_color="white",
+                features={ql.CLICK_LABEL: np.empty(0, int)},
+            )
+        self._watch()
+        layer.mode = "add"
+        c.viewer.layers.selection.active = layer
+        return layer
+
+    # ---- refine as I paint ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Follow the picked stroke layer and the picked image's clicks layer."""
+        try:
+            strokes = self.controller.strokes_layer()
+        except ValueError:
+            strokes = None
+        if strokes is not self.follower.strokes:
+            self._pending = set()
+        self.follower.follow(strokes, self.clicks_layer())
+
+    def _on_edited(self, kind: str, ids: set[int]) -> None:
+        if self.live_checkbox.isChecked():
+            self._schedule(ids)
+
+    def _schedule(self, ids: set[int]) -> None:
+        if ids:
+            self._pending |= ids
+            self._live_timer.start()  # restarts: refine once painting pauses
+
+    def _on_live_timeout(self) -> None:
+        if self.controller.busy:
+            self._live_timer.start()
+            return
+        ids, self._pending = self._pending, set()
+        self.refine(ids)
+
+    def shutdown(self) -> None:
+        """Stop refining as I paint and disconnect from the layers (idempotent)."""
+        self._live_timer.stop()
+        self.follower.follow(None, None)

@@ -1,0 +1,117 @@
+"""Refine's inputs and worker body: the displayed plane's prompts, read off the layers, per object through the engine.
+
+Corrections: each connected erase stroke is the negative of one object (see
+:func:`~napari_segmentello._qt.layers.assign_negatives`), and an object's current result
+is its previous mask, when the model takes those inputs; models that don't get the
+strokes alone and a note saying what was left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Points
+
+from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.controller import Controller
+from napari_segmentello.engine import Refiner
+from napari_segmentello.propagate import seed_from_mask
+from napari_segmentello.strokes import points_to_stroke
+
+SEED_EROSION = 0.15  # an object corrected without a stroke on its plane is seeded like propagation seeds a plane
+
+
+@dataclass(frozen=True)
+class Refined:
+    labels: np.ndarray  # the refined objects (0 elsewhere)
+    ids: set[int]  # the objects whose output it replaces
+    ignored: tuple[str, ...]  # prompts the model has no input channel for
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """What the user drew on the displayed plane, copied in the GUI thread (painting may go on)."""
+
+    objects: np.ndarray  # label ids: painted strokes plus click discs, erase pixels removed
+    erase: np.ndarray  # bool: the erase ("not this") strokes and clicks
+    previous: np.ndarray | None  # the output layer's plane, None when it holds nothing there yet
+    ids: set[int] | None  # refine only these objects (refine as I paint), None for all
+
+
+def read_drawn(c: Controller, image: Image, strokes: Labels, index: ql.Index, ids: set[int] | None = None) -> Drawn:
+    """The displayed plane's strokes and clicks, split into objects and erase strokes, and its previous result."""
+    plane = np.array(strokes.data[index])  # a copy: painting may go on while the worker runs
+    clicks = c.layer_named(f"{image.name} clicks", Points)
+    if clicks is not None:
+        for k, points in ql.plane_clicks(clicks, index).items():
+            plane[points_to_stroke(points, plane.shape) & (plane == 0)] = k
+    erase = plane == c.erase_spin.value()
+    objects = np.where(erase, 0, plane).astype(plane.dtype)
+    out = c.layer_named(f"{image.name} refined", Labels)
+    previous = np.array(out.data[index]) if out is not None and out.data.shape == strokes.data.shape else None
+    return Drawn(objects, erase, previous, ids)
+
+
+def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, np.ndarray]], list[str]]:
+    """Per object to refine: its stroke and, when the model takes them, its negative and previous masks."""
+    extras = set(refiner.spec.extras)
+    ignored = []
+    negatives = ql.assign_negatives(drawn.objects, drawn.erase, drawn.previous)
+    if drawn.erase.any() and "neg" not in extras:
+        ignored.append("erase strokes")
+        negatives = {}
+    previous = drawn.previous if drawn.previous is not None and drawn.previous.any() else None
+    if previous is not None and "prev" not in extras:
+        ignored.append("previous results")
+        previous = None
+    wanted = set(np.unique(drawn.objects[drawn.objects != 0]).tolist())
+    if previous is not None:  # corrected with an erase stroke only: seeded from its result (after propagation)
+        wanted |= {k for k in negatives if np.any(previous == k)}
+    if drawn.ids is not None:
+        wanted &= drawn.ids
+    out = {}
+    for k in sorted(wanted):
+        stroke = drawn.objects == k
+        before = previous == k if previous is not None and np.any(previous == k) else None
+        out[k] = {
+            "stroke": stroke if stroke.any() else seed_from_mask(before, SEED_EROSION),
+            "negative": negatives.get(k),
+            "previous": before,
+        }
+    return out, ignored
+
+
+def predict_each(refiner: Refiner, prompts: dict[int, dict[str, np.ndarray]], dtype: np.dtype) -> np.ndarray:
+    """One prediction per object with its own prompts; overlaps go to the highest probability, ties to the lower id.
+
+    The same rule as :meth:`Refiner.predict_labels`, which cannot take per-object prompts.
+    """
+    shape = next(iter(prompts.values()))["stroke"].shape
+    out = np.zeros(shape, dtype)
+    best = np.zeros(shape, np.float32)
+    for k, p in prompts.items():  # ascending ids
+        prob = refiner.predict_proba(p["stroke"], negative=p["negative"], previous=p["previous"])
+        claim = (prob > refiner.threshold) & (prob > best)
+        out[claim], best[claim] = k, prob[claim]
+    return out
+
+
+def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Drawn) -> Iterator[None]:
+    """Worker body; it yields between steps so that ``quit()`` takes effect before the next one."""
+    refiner = Refiner(model, device, threshold)
+    yield
+    refiner.set_image(image)
+    yield
+    wanted, ignored = prompts(refiner, drawn)
+    if not wanted and drawn.ids is None:
+        refiner.predict_labels(drawn.objects)  # raises the engine's own "paint at least one pixel"
+    if any(p["negative"] is not None or p["previous"] is not None for p in wanted.values()):
+        labels = predict_each(refiner, wanted, drawn.objects.dtype)
+    elif wanted:
+        labels = refiner.predict_labels(np.where(np.isin(drawn.objects, list(wanted)), drawn.objects, 0))
+    else:
+        labels = np.zeros_like(drawn.objects)
+    return Refined(labels.astype(drawn.objects.dtype), set(wanted) | (drawn.ids or set()), tuple(ignored))
