@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
+from skimage.morphology import skeletonize
 
 from napari_segmentello import strokes
 from napari_segmentello.strokes import PROTOCOLS, correction_strokes, first_click, next_click, simulate_stroke
@@ -281,3 +282,81 @@ def test_next_click_matches_the_full_frame_ritm_clicker(seed):
     blobs = ndi.gaussian_filter(rng.standard_normal((2, 90, 110)), sigma=(0, 6, 6))
     gt, pred = blobs[0] > 0.02, blobs[1] > 0.02  # random shapes, many touching the image border
     assert next_click(gt, pred) == _ritm_click(gt, pred)
+
+
+# ---------------------------------------------------------------- human-like strokes
+
+
+def _big_disc(radius: int) -> np.ndarray:
+    return _disc(shape=(2 * radius + 20, 2 * radius + 20), center=(radius + 10, radius + 10), radius=radius)
+
+
+def _brush_diameters(draw, mask: np.ndarray, n: int = 40) -> np.ndarray:
+    """Twice the stroke's deepest pixel: the brush's diameter, whatever the stroke's length."""
+    rng = np.random.default_rng(0)
+    return np.array([2.0 * ndi.distance_transform_edt(draw(mask, rng)).max() for _ in range(n)])
+
+
+def test_human_scribble_brush_is_in_image_pixels_not_object_size():
+    small = _brush_diameters(strokes.human_scribble_stroke, _big_disc(30))
+    large = _brush_diameters(strokes.human_scribble_stroke, _big_disc(200))
+    for q in (50, 75, 90):
+        lo, hi = sorted([np.percentile(small, q), np.percentile(large, q)])
+        assert hi <= 1.4 * lo + 1.0, (q, np.percentile(small, q), np.percentile(large, q))
+    assert np.percentile(large, 90) <= 2 * (strokes.BRUSH_RADIUS[1] + 1)  # an object-scaled brush: ~10x wider
+    assert (small < 3.0).mean() > 0.5  # most are 1-px pen lines, as on acdc-scribbles
+
+
+def _skeleton_length(stroke: np.ndarray) -> int:
+    return int(skeletonize(stroke).sum())
+
+
+def test_human_scribble_lines_are_partial_or_long_mostly_inside_with_some_spill():
+    mask = _big_disc(100)
+    extent = 200
+    draws = _draws("human-scribble", mask, n=40)
+    lengths = np.array([_skeleton_length(s) / extent for s in draws])
+    assert lengths.min() < 0.45 and lengths.max() > 1.0  # short dashes and long sweeps
+    inside = np.array([(s & mask).sum() / s.sum() for s in draws])
+    assert inside.mean() > 0.9 and inside.min() < 1.0
+    counts = [ndi.label(s, structure=np.ones((3, 3)))[1] for s in draws]
+    assert 1 <= min(counts) and max(counts) <= 3
+
+
+def test_random_clicks_are_click_discs_inside_the_object():
+    mask = _big_disc(40)
+    one_click = strokes.points_to_stroke(np.array([[50.0, 50.0]]), mask.shape).sum()
+    counts = []
+    for stroke in _draws("clicks", mask, n=30):
+        assert not (stroke & ~mask).any()
+        labels, n = ndi.label(stroke)
+        counts.append(n)
+        sizes = ndi.sum_labels(stroke, labels, index=np.arange(1, n + 1))
+        assert (sizes >= one_click).all() and stroke.sum() <= 3 * one_click
+    assert set(counts) >= {1, 2, 3}
+
+
+def _record_array_sizes(monkeypatch) -> list[int]:
+    """Sizes of every array handed to a distance transform or a shortest-path search (skimage's included)."""
+    sizes: list[int] = []
+
+    def tracked(fn):
+        def wrapper(arr, *args, **kwargs):
+            sizes.append(np.asarray(arr).size)
+            return fn(arr, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(ndi, "distance_transform_edt", tracked(ndi.distance_transform_edt))
+    monkeypatch.setattr(strokes, "route_through_array", tracked(strokes.route_through_array))
+    return sizes
+
+
+@pytest.mark.parametrize("name", ["human-scribble", "clicks"])
+def test_new_protocols_work_in_a_window_around_the_object(monkeypatch, name):
+    mask = np.zeros((4000, 4000), bool)
+    mask[2000:2030, 1000:1040] = True
+    sizes = _record_array_sizes(monkeypatch)
+    stroke = PROTOCOLS[name](mask, np.random.default_rng(0))
+    assert stroke.shape == mask.shape and (stroke & mask).any()
+    assert sizes and max(sizes) < 100 * 100  # never a full-frame transform

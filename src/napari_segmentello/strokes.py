@@ -28,6 +28,17 @@ SPILL_PROB = 0.3  # how often a scribble runs over the object's edge
 BACKGROUND_COST = 1e3  # scribble routes cross background only when they must
 LASSO_DETAIL = 96.0  # px across (sqrt of area) at which lassos are drawn; bigger objects are upsampled
 
+# human-like strokes, calibrated on the real strokes of acdc-scribbles (scripts/stroke_stats.py)
+PEN_PROB = 0.7  # share of 1-px pen lines: every real acdc stroke is one; the rest use a napari-like round brush
+BRUSH_RADIUS = (1.0, 8.0)  # px, in the image whatever the object's size (napari's default brush is 10 px wide)
+STROKE_COUNTS = (0.6, 0.3, 0.1)  # P(1, 2, 3 strokes); one stroke per object is the norm on acdc-scribbles
+LONG_PROB = 0.8  # a long line back and forth along the object, else a short dash
+LONG_LENGTH = (1.0, 3.0)  # × the object's extent (its box's longer side)
+DASH_LENGTH = (0.1, 0.4)
+ROUTE_DETAIL = 96.0  # px: routes over longer objects are planned on a grid this coarse, so the cost stays bounded
+MAX_LEGS = 8  # waypoints a scribble hops between
+MAX_COVER = 0.3  # a line's length is capped so its brush covers at most this share of the object
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -119,9 +130,8 @@ def study_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _place(_fallback_dot(blurred > 0.5, obj, rng), origin, full.shape)
 
 
-def _route(obj: np.ndarray, dt: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Pixel path through ``points`` in order, each leg the cheapest route favouring the deep interior."""
-    cost = np.where(obj, 1.0 / (1.0 + dt), BACKGROUND_COST)
+def _route(cost: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Pixel path through ``points`` in order, each leg the cheapest route over ``cost``."""
     path = [points[0][None]]
     for start, end in zip(points[:-1], points[1:], strict=True):
         leg, _ = route_through_array(cost, tuple(start), tuple(end), fully_connected=True, geometric=True)
@@ -148,6 +158,13 @@ def _spill(obj: np.ndarray, path: np.ndarray, brush: float, rng: np.random.Gener
     reach = exit_t + rng.uniform(0.5, 1.5) * brush
     extra = end + np.arange(1, int(math.ceil(reach)) + 1)[:, None] * direction
     return np.concatenate([path, extra])
+
+
+def _wobble(path: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
+    """``path`` moved by a smooth random offset of at most ``amplitude`` px: a hand never draws a clean line."""
+    jitter = ndi.gaussian_filter1d(rng.standard_normal(path.shape), sigma=max(2.0, len(path) / 6.0), axis=0)
+    jitter *= amplitude / max(float(np.linalg.norm(jitter, axis=1).max()), 1e-6)
+    return path + jitter
 
 
 def _draw_polyline(shape: tuple[int, int], points: np.ndarray) -> np.ndarray:
@@ -183,15 +200,13 @@ def scribble_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if len(coords) > 1:
         _, vecs = np.linalg.eigh(np.cov(coords.T))
         points = points[np.argsort(points @ vecs[:, -1], kind="stable")]
-    path = _route(obj, dt, points)
+    path = _route(np.where(obj, 1.0 / (1.0 + dt), BACKGROUND_COST), points)  # favour the deep interior
     if rng.random() < SPILL_PROB:
         path = _spill(obj, path, brush, rng)
-    jitter = ndi.gaussian_filter1d(rng.standard_normal(path.shape), sigma=max(2.0, len(path) / 6.0), axis=0)
-    jitter *= wobble / max(float(np.linalg.norm(jitter, axis=1).max()), 1e-6)
     # paint on a canvas wide enough for the brush, the wobble and a spill's overshoot
     extra = int(math.ceil(2.5 * brush + wobble)) + 2
     canvas_shape = (obj.shape[0] + 2 * extra, obj.shape[1] + 2 * extra)
-    stroke = isotropic_dilation(_draw_polyline(canvas_shape, path + jitter + extra), brush)
+    stroke = isotropic_dilation(_draw_polyline(canvas_shape, _wobble(path, wobble, rng) + extra), brush)
     return _place(stroke, (oy - extra, ox - extra), full.shape)
 
 
@@ -240,11 +255,107 @@ def click_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _place(stroke & obj, origin, full.shape)
 
 
+def _brush_radius(rng: np.random.Generator) -> float:
+    """A brush radius in image pixels, independent of the object's size; 0 means a 1-px pen line."""
+    return 0.0 if rng.random() < PEN_PROB else float(rng.uniform(*BRUSH_RADIUS))
+
+
+def _paint(path: np.ndarray, radius: float) -> tuple[tuple[int, int], np.ndarray]:
+    """``path`` (float row/col) painted with a round brush on a canvas just big enough, and the canvas origin."""
+    margin = int(math.ceil(radius)) + 1
+    lo = np.floor(path.min(axis=0)).astype(int) - margin
+    hi = np.ceil(path.max(axis=0)).astype(int) + margin + 1
+    canvas = _draw_polyline((int(hi[0] - lo[0]), int(hi[1] - lo[1])), path - lo)
+    if radius >= 1.0:
+        canvas = isotropic_dilation(canvas, radius)
+    return (int(lo[0]), int(lo[1])), canvas
+
+
+def _merge(pieces: list[tuple[tuple[int, int], np.ndarray]]) -> tuple[tuple[int, int], np.ndarray]:
+    """Canvases with their origins united on one canvas just big enough, so no full frame is touched per stroke."""
+    lo = np.min([origin for origin, _ in pieces], axis=0)
+    hi = np.max([np.add(origin, canvas.shape) for origin, canvas in pieces], axis=0)
+    out = np.zeros((int(hi[0] - lo[0]), int(hi[1] - lo[1])), bool)
+    for (oy, ox), canvas in pieces:
+        out[oy - lo[0] : oy - lo[0] + canvas.shape[0], ox - lo[1] : ox - lo[1] + canvas.shape[1]] |= canvas
+    return (int(lo[0]), int(lo[1])), out
+
+
+def _cut(path: np.ndarray, length: float) -> np.ndarray:
+    """The start of ``path`` up to an arc length of ``length`` (at least its first point)."""
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+    return path[arc <= length]
+
+
+def _waypoints(dt: np.ndarray, safe: float, length: float, rng: np.random.Generator) -> np.ndarray:
+    """Interior points, each the farthest of three random picks from the last, until their chord reaches ``length``.
+
+    Hopping to far picks makes the long sweeps back and forth that people draw
+    over an object, instead of a random walk that stays in one spot.
+    """
+    points = [_deep_points(dt, safe, 1, rng)[0]]
+    chord = 0.0
+    while chord < length and len(points) <= MAX_LEGS:
+        picks = _deep_points(dt, safe, 3, rng)
+        gaps = np.linalg.norm(picks - points[-1], axis=1)
+        points.append(picks[int(np.argmax(gaps))])
+        chord += float(gaps.max())
+    return np.stack(points)
+
+
+def human_scribble_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1-3 wobbly polylines as people paint them: a fixed brush in image pixels, partial lines, a little spill.
+
+    Each line is a long sweep back and forth along the object or a short dash,
+    routed through the interior at a safe distance from the edge (planned on
+    a coarse grid for big objects), sometimes run over the edge at one end.
+    The brush is capped by the object's inscribed radius: nobody paints a
+    thin structure with a brush wider than it.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    origin, obj = _window(full, pad=2)
+    extent = float(max(obj.shape) - 4)
+    factor = max(1, math.ceil(extent / ROUTE_DETAIL))
+    coarse = block_reduce(obj, (factor, factor), np.max)
+    dt = ndi.distance_transform_edt(coarse)
+    rmax = float(dt.max()) * factor
+    area = float(obj.sum())
+    radius = min(_brush_radius(rng), 0.8 * rmax)
+    wobble = rng.uniform(0.0, 0.2) * rmax
+    safe = (radius + wobble) / factor
+    cost = np.where(coarse, 1.0 + np.maximum(0.0, safe - dt), BACKGROUND_COST)  # keep off the edge if possible
+    pieces = []
+    for _ in range(1 + int(rng.choice(len(STROKE_COUNTS), p=STROKE_COUNTS))):
+        length = extent * rng.uniform(*(LONG_LENGTH if rng.random() < LONG_PROB else DASH_LENGTH))
+        length = min(length, MAX_COVER * area / (2.0 * radius + 1.0))  # a fat brush does not fill the object
+        path = _route(cost, _waypoints(dt, safe, length / factor, rng)) * factor + (factor - 1) / 2.0
+        path = _cut(path, length)
+        if rng.random() < SPILL_PROB:
+            path = _spill(obj, path, radius, rng)
+        pieces.append(_paint(_wobble(path, wobble, rng), radius))
+    (py, px), canvas = _merge(pieces)
+    return _place(canvas, (origin[0] + py, origin[1] + px), full.shape)
+
+
+def random_clicks_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1-3 clicks at random interior pixels, drawn as the widget draws a user's clicks (``points_to_stroke``)."""
+    full = _as_mask(mask)
+    _check_rng(rng)
+    pad = int(math.ceil(CLICK_RADIUS)) + 1
+    origin, obj = _window(full, pad=pad)
+    dt = ndi.distance_transform_edt(obj)
+    points = _deep_points(dt, min(CLICK_RADIUS, 0.5 * float(dt.max())), 1 + int(rng.integers(0, 3)), rng)
+    return _place(points_to_stroke(points.astype(float), obj.shape), origin, full.shape)
+
+
 PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "study": study_stroke,
     "scribble": scribble_stroke,
     "lasso": lasso_stroke,
     "click": click_stroke,
+    "human-scribble": human_scribble_stroke,
+    "clicks": random_clicks_stroke,
 }
 
 
