@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "spec": refiner.spec.to_dict(),
         "command": "python -m training.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
         "dataset": {
-            **{k: entry[k] for k in ("dataset", "split") if k in entry},
+            "name": entry.get("dataset", str(ann_file)),
+            "split": entry.get("split", ""),
             "images_dir": str(images_dir),
             "ann_file": str(ann_file),
             "skipped": dict(instances.skipped),

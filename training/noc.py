@@ -69,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--protocol",
         default="scribble",
-        choices=sorted([*PROTOCOLS, CLICKS]),
-        help="'clicks' (the standard click protocol) or the first stroke of a stroke session (default scribble)",
+        choices=sorted({*PROTOCOLS, CLICKS}),
+        help="'clicks': the standard click protocol (here it means that, not the random-clicks stroke); "
+        "otherwise the first stroke of a stroke session (default scribble)",
     )
     p.add_argument("--rounds", type=int, default=10, help="rounds per object, the first stroke included (default 10)")
     p.add_argument("--targets", default="0.85,0.90", help="comma list of IoU targets (default 0.85,0.90)")

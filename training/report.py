@@ -7,6 +7,12 @@ itself, GrabCut and the random walker measured in the same run, and the study's
 published row for the study protocol. ``--readme`` splices it into README.md
 between ``<!-- results:begin -->`` and ``<!-- results:end -->``; ``--performance
 FILE`` does the same for the benchmarks' Markdown (``performance`` markers).
+
+The other README blocks are made from the JSON files of runs already done (each
+carries the command that made it): ``--real`` (``evaluate --protocol real`` on
+acdc-scribbles: "Real human strokes"), ``--clicks`` (``noc --protocol clicks``:
+"Clicks (standard protocol)", with published anchors as context), ``--box``
+(``evaluate --protocol box``) and ``--noc`` (``noc.md`` files, spliced as they are).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training import evaluate
+from training import evaluate, noc
 from training.reproduce import STUDY_BEST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +38,11 @@ METHOD_NAMES = {
     "grabcut": "GrabCut",
     "randomwalker": "random walker",
 }
+BOX_METHOD_NAMES = {"identity": "box alone", "grabcut": "GrabCut (rectangle mode)"}
+# Published NoC@90 of RITM HRNet-18 (Sofiiuk et al., ICIP 2022; figures as quoted in issue 14): other
+# datasets, other objects, so context for ours, not the same test.
+RITM_HRNET18_NOC90 = {"COCO MVal": 2.98, "GrabCut": 1.54, "Berkeley": 2.26, "DAVIS": 5.74}
+SAM_BOX_CONTEXT = "SAM ViT-B box prompts reach about 0.75-0.80 mIoU on COCO in published figures"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", action="store_true", help="splice the table into README.md")
     p.add_argument("--performance", type=Path, help="a benchmarks Markdown file to splice into README.md")
     p.add_argument("--noc", type=Path, nargs="+", help="training.noc noc.md files to splice into README.md")
+    p.add_argument("--real", type=Path, help="results.json of evaluate --protocol real (acdc-scribbles)")
+    p.add_argument("--clicks", type=Path, nargs="+", help="noc.json files of noc --protocol clicks, one per dataset")
+    p.add_argument("--box", type=Path, nargs="+", help="results.json files of evaluate --protocol box")
     return p
 
 
@@ -67,6 +81,15 @@ def run_grid(model: str, args: argparse.Namespace) -> dict[tuple[str, str], dict
     return results
 
 
+def metric_cells(summary: dict[str, Any]) -> str:
+    """IoU, bIoU 2%, bIoU 1px, HD95 and latency of one method's evaluate summary, as table cells."""
+    m = summary["mean"]
+    return (
+        f"{m['iou']:.3f} | {m['boundary_iou']:.3f} | {m['boundary_iou_1px']:.3f} | {m['hd95']:.1f} "
+        f"| {summary['latency_ms_median']:.1f}"
+    )
+
+
 def table(model: str, results: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     """One Markdown table per dataset: rows are protocol × method."""
     lines = []
@@ -81,12 +104,8 @@ def table(model: str, results: dict[tuple[str, str], dict[str, Any]]) -> list[st
         for protocol in protocols:
             r = results[dataset, protocol]
             for method, s in r["methods"].items():
-                m = s["mean"]
                 name = METHOD_NAMES.get(method, method).format(model=Path(model).stem)
-                lines.append(
-                    f"| {protocol} | {name} | {m['iou']:.3f} | {m['boundary_iou']:.3f} | {m['boundary_iou_1px']:.3f} "
-                    f"| {m['hd95']:.1f} | {s['latency_ms_median']:.1f} |"
-                )
+                lines.append(f"| {protocol} | {name} | {metric_cells(s)} |")
             if dataset == "coco-mini" and protocol == "study":
                 s = STUDY_BEST
                 lines.append(
@@ -105,16 +124,116 @@ def splice(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
+def _model_name(results: dict[str, Any]) -> str:
+    return f"**{Path(results['model']).stem}**"
+
+
+def _dataset_label(results: dict[str, Any]) -> str:
+    return f"{results['dataset']['name']} {results['dataset']['split']}".strip()
+
+
+def _commands(runs: list[dict[str, Any]]) -> list[str]:
+    return [f"- `{r['command']}`" for r in runs]
+
+
+def real_block(files: list[Path]) -> list[str]:
+    """The "Real human strokes" table: every method given the annotator's recorded strokes."""
+    (r,) = [json.loads(f.read_text()) for f in files]
+    names = {**METHOD_NAMES, "grabcut": "GrabCut (strokes as sure fg/bg)", "randomwalker": "random walker (same seeds)"}
+    lines = [
+        f"Command: `{r['command']}`.",
+        "",
+        f"{r['n_objects']} objects of {_dataset_label(r)} (a seeded subset), each scored from the strokes a person "
+        f'drew on it: the stroke over the object and the background ("not this") strokes of its slice. The model '
+        f"is given: {r['model_prompt']}; the baselines the same strokes on the same window. Means; latency is the "
+        f"median per object ({r['device']}).",
+        "",
+        "| method | IoU | bIoU 2% | bIoU 1px | HD95 (px) | latency (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, s in r["methods"].items():
+        name = _model_name(r) if method == evaluate.MODEL else names.get(method, method)
+        lines.append(f"| {name} | {metric_cells(s)} |")
+    return lines
+
+
+def box_block(files: list[Path]) -> list[str]:
+    """The box table: the model, GrabCut in rectangle mode and the box alone, per dataset."""
+    runs = [json.loads(f.read_text()) for f in files]
+    lines = [
+        "Each object's box with a few pixels of jitter (`strokes.jittered_box`, seeded), given to the model as "
+        "`Refiner.predict(box=...)` and to GrabCut as its rectangle. Means; latency is the median per object.",
+        "",
+        "| dataset | objects | method | IoU | bIoU 2% | bIoU 1px | HD95 (px) | latency (ms) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        head = f"| {_dataset_label(r)} | {r['n_objects']} |"
+        if evaluate.MODEL not in r["methods"]:
+            lines.append(f"{head} {_model_name(r)}: {r['model_prompt']} | – | – | – | – | – |")
+        for method, s in r["methods"].items():
+            name = _model_name(r) if method == evaluate.MODEL else BOX_METHOD_NAMES.get(method, method)
+            lines.append(f"{head} {name} | {metric_cells(s)} |")
+    return [*lines, "", f"Context, not the same test: {SAM_BOX_CONTEXT}.", "", "Commands:", *_commands(runs)]
+
+
+def clicks_block(files: list[Path]) -> list[str]:
+    """The "Clicks (standard protocol)" table per dataset, and RITM's published NoC@90 beside it as context."""
+    runs = [json.loads(f.read_text()) for f in files]
+    keys = [noc.target_key(t) for t in runs[0]["targets"]]
+    rounds = [k for k in noc.SHOWN_ROUNDS if all(k <= r["rounds"] for r in runs)]
+    head = [*(f"NoC@{k}" for k in keys), *(f"failures@{k}" for k in keys), *(f"IoU@{k}" for k in rounds)]
+    lines = [
+        "The standard protocol (RITM, SimpleClick, SAM): click 1 at the object pixel farthest from its boundary, "
+        "each next click at the pixel farthest from the boundary of the larger error region (positive in missed "
+        "object, negative in false positive), each method clicking on its own errors; clicks are discs. NoC@t is "
+        f"the mean number of clicks to reach IoU t, a failure (not reached in {runs[0]['rounds']}) counting as "
+        f"{runs[0]['rounds']}; IoU@k is the mean IoU after k clicks.",
+        "",
+        "| dataset | objects | method | " + " | ".join(head) + " |",
+        "|---" * (len(head) + 3) + "|",
+    ]
+    for r in runs:
+        for method, s in r["methods"].items():
+            name = _model_name(r) if method == noc.MODEL else METHOD_NAMES.get(method, method)
+            cells = [f"{s['noc'][k]:.2f}" for k in keys] + [str(s["failures"][k]) for k in keys]
+            cells += [f"{s['mean_iou'][k - 1]:.3f}" for k in rounds]
+            lines.append(f"| {_dataset_label(r)} | {r['n_objects']} | {name} | " + " | ".join(cells) + " |")
+    anchors = " · ".join(f"{name} {value:.2f}" for name, value in RITM_HRNET18_NOC90.items())
+    return [
+        *lines,
+        "",
+        f"Published context, not the same test (other datasets and objects): RITM HRNet-18 NoC@90 {anchors} "
+        "(Sofiiuk et al., ICIP 2022).",
+        "",
+        "Commands:",
+        *_commands(runs),
+    ]
+
+
+BLOCKS = {"real": real_block, "clicks": clicks_block, "box": box_block}
+
+
+def splice_sections(args: argparse.Namespace, readme: Path) -> bool:
+    """Splice every README block given on the command line; False when none was."""
+    files = {"performance": [args.performance] if args.performance else [], "noc": args.noc or []}
+    files |= {"real": [args.real] if args.real else [], "clicks": args.clicks or [], "box": args.box or []}
+    for name, paths in files.items():
+        if not paths:
+            continue
+        if name in BLOCKS:
+            body = "\n".join(BLOCKS[name](paths)) + "\n"
+        else:
+            body = "\n".join(f.read_text().rstrip() + "\n" for f in paths)
+        readme.write_text(splice(readme.read_text(), name, body))
+        print(f"spliced {', '.join(map(str, paths))} into {readme} ({name})")
+    return any(files.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     readme = REPO / "README.md"
-    sections = {"performance": [args.performance] if args.performance else [], "noc": args.noc or []}
-    if any(sections.values()):
-        for name, files in sections.items():
-            if files:
-                body = "\n".join(f.read_text().rstrip() + "\n" for f in files)
-                readme.write_text(splice(readme.read_text(), name, body))
-                print(f"spliced {', '.join(map(str, files))} into {readme}")
+    if splice_sections(args, readme):
         return 0
     lines = [
         f"Command: `python -m training.report --models {args.models} --max-objects {args.max_objects} --readme`. "
