@@ -352,11 +352,57 @@ def _record_array_sizes(monkeypatch) -> list[int]:
     return sizes
 
 
-@pytest.mark.parametrize("name", ["human-scribble", "clicks"])
+WINDOWED = {
+    "human-scribble": strokes.human_scribble_stroke,
+    "clicks": strokes.random_clicks_stroke,
+    "background": strokes.background_strokes,
+}
+
+
+@pytest.mark.parametrize("name", sorted(WINDOWED))
 def test_new_protocols_work_in_a_window_around_the_object(monkeypatch, name):
     mask = np.zeros((4000, 4000), bool)
     mask[2000:2030, 1000:1040] = True
     sizes = _record_array_sizes(monkeypatch)
-    stroke = PROTOCOLS[name](mask, np.random.default_rng(0))
-    assert stroke.shape == mask.shape and (stroke & mask).any()
-    assert sizes and max(sizes) < 100 * 100  # never a full-frame transform
+    for seed in range(5):
+        stroke = WINDOWED[name](mask, np.random.default_rng(seed))
+        assert stroke.shape == mask.shape and stroke.any()
+    assert sizes and max(sizes) < 200 * 200  # never a full-frame transform
+
+
+def _gap(stroke: np.ndarray, mask: np.ndarray) -> float:
+    """The stroke's closest approach to the object, in px."""
+    return float(ndi.distance_transform_edt(~mask)[stroke].min())
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_background_strokes_never_touch_the_object(shape):
+    mask = SHAPES[shape]
+    rng = np.random.default_rng(4)
+    for _ in range(15):
+        stroke = strokes.background_strokes(mask, rng)
+        assert stroke.dtype == bool and stroke.shape == mask.shape and stroke.any()
+        assert _gap(stroke, mask) > strokes.GAP
+
+
+def test_background_strokes_are_half_beside_the_object_half_anywhere():
+    mask = np.zeros((1200, 1200), bool)
+    mask[300:330, 800:840] = True  # extent 40
+    rng = np.random.default_rng(0)
+    dist = ndi.distance_transform_edt(~mask)
+    gaps = [dist[strokes.background_strokes(mask, rng)].min() for _ in range(60)]
+    beside = np.mean([g <= 1.2 * 40 + 10 for g in gaps])  # within a context window of the object
+    far = np.mean([g > 5 * 40 for g in gaps])
+    assert beside > 0.45 and far > 0.2, (beside, far)
+
+
+def test_background_strokes_seeded_and_empty_without_room():
+    mask = SHAPES["L"]
+    first = strokes.background_strokes(mask, np.random.default_rng(9))
+    np.testing.assert_array_equal(first, strokes.background_strokes(mask, np.random.default_rng(9)))
+    assert not np.array_equal(first, strokes.background_strokes(mask, np.random.default_rng(10)))
+    full = np.ones((30, 30), bool)
+    full[0, 0] = False  # the only background pixel touches the object
+    assert not strokes.background_strokes(full, np.random.default_rng(0)).any()
+    with pytest.raises(ValueError, match="empty"):
+        strokes.background_strokes(np.zeros((10, 10), bool), np.random.default_rng(0))

@@ -38,6 +38,11 @@ DASH_LENGTH = (0.1, 0.4)
 ROUTE_DETAIL = 96.0  # px: routes over longer objects are planned on a grid this coarse, so the cost stays bounded
 MAX_LEGS = 8  # waypoints a scribble hops between
 MAX_COVER = 0.3  # a line's length is capped so its brush covers at most this share of the object
+GAP = 2  # px: background strokes never come closer to the object than this
+NEAR_PROB = 0.5  # share of background strokes painted beside the object (inside a context window), else anywhere
+NEAR_BAND = (0.1, 1.0)  # × the object's extent: how far from its edge the near ones pass
+BACKGROUND_LENGTH = (0.2, 1.0)  # × the object's extent, at least MIN_BACKGROUND_LENGTH px
+MIN_BACKGROUND_LENGTH = 8.0
 
 
 # ---------------------------------------------------------------- helpers
@@ -74,8 +79,21 @@ def _place(sub: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> 
     oy, ox = origin
     ys, xs = max(oy, 0), max(ox, 0)
     ye, xe = min(oy + sub.shape[0], shape[0]), min(ox + sub.shape[1], shape[1])
-    out[ys:ye, xs:xe] = sub[ys - oy : ye - oy, xs - ox : xe - ox]
+    if ye > ys and xe > xs:  # a window wholly off the frame places nothing
+        out[ys:ye, xs:xe] = sub[ys - oy : ye - oy, xs - ox : xe - ox]
     return out
+
+
+def _crop(full: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    """The ``shape`` patch of ``full`` at ``origin``, zeros where it overhangs the frame: ``_place``'s inverse."""
+    return _place(full, (-origin[0], -origin[1]), shape)
+
+
+def _in_frame(origin: tuple[int, int], shape: tuple[int, int], frame: tuple[int, int]) -> np.ndarray:
+    """Which pixels of a ``shape`` canvas at ``origin`` lie inside a ``frame``-sized image."""
+    rows = np.arange(shape[0]) + origin[0]
+    cols = np.arange(shape[1]) + origin[1]
+    return ((rows >= 0) & (rows < frame[0]))[:, None] & ((cols >= 0) & (cols < frame[1]))[None, :]
 
 
 def _deep_points(dt: np.ndarray, min_depth: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -347,6 +365,107 @@ def random_clicks_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarr
     dt = ndi.distance_transform_edt(obj)
     points = _deep_points(dt, min(CLICK_RADIUS, 0.5 * float(dt.max())), 1 + int(rng.integers(0, 3)), rng)
     return _place(points_to_stroke(points.astype(float), obj.shape), origin, full.shape)
+
+
+def _free_curve(center: np.ndarray, heading: float, length: float, rng: np.random.Generator) -> np.ndarray:
+    """A freehand curve about ``length`` px long through ``center``: a heading that drifts smoothly, like a sweep."""
+    n = max(2, math.ceil(length / 2.0))
+    drift = ndi.gaussian_filter1d(rng.standard_normal(n), sigma=max(1.0, n / 4.0))
+    angles = heading + rng.uniform(0.0, 1.5) * drift / max(float(np.abs(drift).max()), 1e-6)
+    steps = 2.0 * np.stack([np.sin(angles), np.cos(angles)], axis=1)
+    path = np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
+    return path - path[len(path) // 2] + center
+
+
+def _keep_off(full: np.ndarray, origin: tuple[int, int], canvas: np.ndarray) -> np.ndarray:
+    """``canvas`` without its pixels off the frame or within ``GAP`` px of the object, looking only at its patch."""
+    canvas = canvas & _in_frame(origin, canvas.shape, full.shape)
+    m = GAP + 1
+    patch = _crop(full, (origin[0] - m, origin[1] - m), (canvas.shape[0] + 2 * m, canvas.shape[1] + 2 * m))
+    if not patch.any():
+        return canvas
+    return canvas & ~isotropic_dilation(patch, GAP)[m:-m, m:-m]
+
+
+class _Beside:
+    """Where strokes beside the object start: pixels at a chosen distance from its edge, and the edge's direction.
+
+    The distance transform runs on a coarse grid over the object's box grown
+    by the farthest band, so its cost follows the object, not the frame.
+    """
+
+    def __init__(self, full: np.ndarray, extent: float) -> None:
+        (y0, x0), obj = _window(full, pad=0)
+        self.factor = max(1, math.ceil(extent / ROUTE_DETAIL))
+        self.pad = math.ceil(NEAR_BAND[1] * extent / self.factor) + 2
+        coarse = np.pad(block_reduce(obj, (self.factor, self.factor), np.max), self.pad)
+        self.dist = ndi.distance_transform_edt(~coarse) * self.factor
+        self.grad = np.gradient(self.dist)
+        self.origin = np.array([y0, x0]) - self.pad * self.factor
+        self.frame = np.array(full.shape)
+        self.extent = extent
+
+    def pick(self, rng: np.random.Generator) -> tuple[np.ndarray, float] | None:
+        """A start pixel (in the frame) at a random distance in ``NEAR_BAND`` and the heading along the edge."""
+        target = rng.uniform(*NEAR_BAND) * self.extent + GAP
+        rows, cols = np.nonzero(np.abs(self.dist - target) <= 0.5 * self.factor + 0.5)
+        at = np.stack([rows, cols], axis=1) * self.factor + self.origin + (self.factor - 1) / 2.0
+        inside = ((at >= 0) & (at < self.frame)).all(axis=1)
+        if not inside.any():
+            return None
+        i = int(rng.choice(np.flatnonzero(inside)))
+        gy, gx = self.grad[0][rows[i], cols[i]], self.grad[1][rows[i], cols[i]]
+        return at[i], math.atan2(gx, -gy)  # perpendicular to the distance's gradient: along the edge
+
+
+def _background_start(full: np.ndarray, beside: _Beside, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Beside the object (half the time, when there is room in the frame) or anywhere in the image."""
+    start = beside.pick(rng) if rng.random() < NEAR_PROB else None
+    if start is None:
+        start = rng.uniform((0.0, 0.0), full.shape), rng.uniform(0.0, 2.0 * math.pi)
+    return start
+
+
+def background_strokes(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1-3 "not this" strokes on the background, as people paint them, never within ``GAP`` px of the object.
+
+    About half pass beside the object (0.1-1x its extent from its edge, so a
+    context window sees them), the rest fall anywhere in the image. Same
+    brush as ``human_scribble_stroke``. Empty only when no background lies
+    farther than ``GAP`` from the object.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    y0, y1, x0, x1 = stroke_bbox(full)
+    extent = float(max(y1 - y0, x1 - x0))
+    beside = _Beside(full, extent)
+    radius = _brush_radius(rng)
+    longest = max(MIN_BACKGROUND_LENGTH, 0.5 * min(full.shape))
+    pieces = []
+    for _ in range(1 + int(rng.choice(len(STROKE_COUNTS), p=STROKE_COUNTS))):
+        for _attempt in range(5):  # a stroke that lands on the object is erased: paint another
+            center, heading = _background_start(full, beside, rng)
+            length = min(longest, max(MIN_BACKGROUND_LENGTH, rng.uniform(*BACKGROUND_LENGTH) * extent))
+            origin, canvas = _paint(_free_curve(center, heading, length, rng), radius)
+            canvas = _keep_off(full, origin, canvas)
+            if canvas.any():
+                pieces.append((origin, canvas))
+                break
+    if not pieces:
+        return _background_dot(full, rng)
+    origin, canvas = _merge(pieces)
+    return _place(canvas, origin, full.shape)
+
+
+def _background_dot(full: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A background pixel farther than ``GAP`` from the object, for when every stroke was erased."""
+    room = ~isotropic_dilation(full, GAP)
+    dot = np.zeros_like(full)
+    rows, cols = np.nonzero(room)
+    if rows.size:
+        i = int(rng.integers(rows.size))
+        dot[rows[i], cols[i]] = True
+    return dot
 
 
 PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
