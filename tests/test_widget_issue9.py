@@ -47,13 +47,13 @@ def spy(monkeypatch):
     calls: dict[str, list] = {"proba": [], "labels": []}
     proba, labels = Refiner.predict_proba, Refiner.predict_labels
 
-    def spy_proba(self, stroke, *, negative=None, previous=None):
+    def spy_proba(self, stroke=None, *, box=None, negative=None, previous=None):
         calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous})
-        return proba(self, stroke, negative=negative, previous=previous)
+        return proba(self, stroke, box=box, negative=negative, previous=previous)
 
-    def spy_labels(self, plane):
+    def spy_labels(self, plane, *, boxes=None):
         calls["labels"].append(np.array(plane))
-        return labels(self, plane)
+        return labels(self, plane, boxes=boxes)
 
     monkeypatch.setattr(Refiner, "predict_proba", spy_proba)
     monkeypatch.setattr(Refiner, "predict_labels", spy_labels)

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points
+from napari.layers import Image, Labels, Points, Shapes
 from scipy import ndimage as ndi
+
+from napari_segmentello.strokes import CLICK_RADIUS
 
 OUTPUT_TAG = "segmentello-output"
 CLICK_LABEL = "label"  # the clicks layer's feature holding each click's object id
@@ -111,6 +113,21 @@ def write_plane(layer: Labels, index: Index, plane: np.ndarray) -> None:
     layer.data_setitem(full, plane[changed])
 
 
+def write_objects(
+    viewer: Any, image: Image, strokes: Labels, index: Index, labels: np.ndarray, ids: set[int], axis: int | None = None
+) -> None:
+    """Objects ``ids`` of the ``<image> refined`` layer replaced by ``labels`` at ``index``, as one undo step.
+
+    For a stack, ``axis`` is where its plane axis sits in ``target.data[index]``; ``labels`` come planes first.
+    """
+    target = output_layer(viewer, image, strokes)
+    current = np.asarray(target.data[index])
+    if axis is not None:
+        current = np.moveaxis(current, axis, 0)
+    new = replace_ids(current, labels, ids)
+    write_plane(target, index, new if axis is None else np.moveaxis(new, 0, axis))
+
+
 def replace_ids(current: np.ndarray, refined: np.ndarray, ids: set[int]) -> np.ndarray:
     """``current`` with objects ``ids`` replaced by their refinement; other objects kept (for live refine)."""
     out = np.where(np.isin(current, list(ids)), 0, current).astype(current.dtype)
@@ -177,8 +194,21 @@ def plane_clicks(points: Points, index: Index) -> dict[int, np.ndarray]:
     return {int(k): data[keep & (labels == k)][:, shown] for k in np.unique(labels[keep]) if k != 0}
 
 
-def clicked_ids(points: Points, indices: Any) -> set[int]:
-    """Label ids of the clicks at ``indices`` (a points data event's ``data_indices``)."""
+def add_clicks_layer(viewer: Any, image: Image) -> Points:
+    """An empty ``<image> clicks`` Points layer on the image's scale and translate; clicks are disc strokes."""
+    return viewer.add_points(
+        ndim=len(spatial_shape(image)),
+        name=f"{image.name} clicks",
+        scale=image.scale,
+        translate=image.translate,
+        size=2 * CLICK_RADIUS,
+        border_color="white",
+        features={CLICK_LABEL: np.empty(0, int)},
+    )
+
+
+def clicked_ids(points: Points | Shapes, indices: Any) -> set[int]:
+    """Label ids of the clicks (or boxes) at ``indices`` (a data event's ``data_indices``)."""
     if CLICK_LABEL not in points.features:
         return set()
     labels = points.features[CLICK_LABEL].to_numpy()

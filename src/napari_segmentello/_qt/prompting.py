@@ -1,31 +1,34 @@
-"""The prompting panel: Refine the displayed plane from strokes, clicks and erase strokes, or as you paint.
+"""The prompting panel: Refine the displayed plane from strokes, clicks, boxes and erase strokes, or as you paint.
 
 Strokes painted with the controller's *erase label* (the "Erase" toggle switches the
-brush to it) mean "not this". Clicks in the ``<image> clicks``
-Points layer are small disc strokes of the stroke layer's current label.
+brush to it) mean "not this". Clicks in the ``<image> clicks`` Points layer are small
+disc strokes of the stroke layer's current label. Each rectangle in the ``<image> boxes``
+Shapes layer is a new object (the next free id), refined when drawn; the brush then
+takes its id, so strokes and erase strokes correct it.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points
+from napari.layers import Image, Labels, Points, Shapes
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QVBoxLayout, QWidget
 
 from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.boxes import BOX_LABEL, add_boxes_layer, free_id
 from napari_segmentello._qt.controller import Controller
 from napari_segmentello._qt.follow import PromptFollower
 from napari_segmentello._qt.pickers import message
 from napari_segmentello._qt.refine import Refined, read_drawn, refine_job
-from napari_segmentello.strokes import CLICK_RADIUS
 
 LIVE_DELAY_MS = 300
 
 
 class PromptPanel(QWidget):
-    """Refine, Click mode, the erase label and "Refine as I paint"; follows the stroke and clicks layers."""
+    """Refine, Click mode, Box mode, Erase and "Refine as I paint"; follows the stroke, clicks and boxes layers."""
 
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -39,6 +42,8 @@ class PromptPanel(QWidget):
         self.refine_button = QPushButton("Refine")
         self.click_button = QPushButton("Click mode")
         self.click_button.setToolTip("click on objects instead of painting (with 'Erase' on: clicks mean 'not this')")
+        self.box_button = QPushButton("Box mode")
+        self.box_button.setToolTip("draw a rectangle around each object: one new object per box, refined on release")
         self.live_checkbox = QCheckBox("Refine as I paint")
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
@@ -47,6 +52,7 @@ class PromptPanel(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.refine_button)
         buttons.addWidget(self.click_button)
+        buttons.addWidget(self.box_button)
         toggles = QHBoxLayout()
         toggles.addWidget(self.erase_checkbox)
         toggles.addWidget(self.live_checkbox)
@@ -57,11 +63,13 @@ class PromptPanel(QWidget):
 
         self.refine_button.clicked.connect(lambda: self.refine())
         self.click_button.clicked.connect(self.click_mode)
+        self.box_button.clicked.connect(self.box_mode)
         self.erase_checkbox.toggled.connect(self._on_erase_toggled)
         controller.erase_spin.valueChanged.connect(self._on_erase_id_changed)
         self._live_timer.timeout.connect(self._on_live_timeout)
         self.follower.brush_changed.connect(self._on_selected_label)
         self.follower.edited.connect(self._on_edited)
+        self.follower.box_starting.connect(self._on_box_starting)
         controller.layers_changed.connect(self._watch)
         controller.state_changed.connect(lambda: self.refine_button.setEnabled(not controller.busy))
         controller.closing.connect(self.shutdown)
@@ -72,8 +80,8 @@ class PromptPanel(QWidget):
     def refine(self, ids: set[int] | None = None) -> None:
         """Refine the displayed plane: every object drawn on it, or only ``ids``.
 
-        Objects with no stroke, click or erase stroke on the plane keep their output (say,
-        from a propagation); an object whose stroke was wiped while refining as I paint is removed.
+        Objects with no stroke, click, box or erase stroke on the plane keep their output (say, from
+        a propagation); an object whose stroke or box was removed while refining as I paint is removed.
         """
         if self.controller.busy:
             return
@@ -90,11 +98,11 @@ class PromptPanel(QWidget):
         if ids is not None and c.erase_spin.value() in ids:
             ids = None  # an erase stroke may concern any object on the plane
         drawn = read_drawn(c, image, strokes, index, ids)
-        if ids is not None and not np.isin(drawn.objects, list(ids)).any():
+        if ids is not None and not np.isin(drawn.objects, list(ids)).any() and not ids & drawn.boxes.keys():
             # every touched object was erased: just clear it from the output
             self._write(image, strokes, index, Refined(np.zeros_like(drawn.objects), ids, ()))
             return
-        n_objects = np.unique(drawn.objects[drawn.objects != 0]).size
+        n_objects = len(set(np.unique(drawn.objects[drawn.objects != 0]).tolist()) | drawn.boxes.keys())
         c.run(
             refine_job,
             *c.model_args(),
@@ -111,9 +119,7 @@ class PromptPanel(QWidget):
             return
         self._warn_ignored(refined.ignored)
         try:
-            target = ql.output_layer(c.viewer, image, strokes)
-            current = np.asarray(target.data[index])
-            ql.write_plane(target, index, ql.replace_ids(current, refined.labels, refined.ids))
+            ql.write_objects(c.viewer, image, strokes, index, refined.labels, refined.ids)
         except ValueError as exc:
             show_error(message(exc))
 
@@ -125,12 +131,12 @@ class PromptPanel(QWidget):
                 self._warned.add((model, what))
                 show_info(f"model {model!r} takes no {what}: they are ignored; refined from the strokes alone")
 
-    # ---- erase label and click mode ------------------------------------------------------------
+    # ---- erase label, click and box modes -----------------------------------------------------
 
-    def clicks_layer(self) -> Points | None:
-        """The ``<image> clicks`` Points layer of the picked image, if there is one."""
+    def _layer_of_image(self, suffix: str, kind: type) -> Any:
+        """The picked image's ``<image> <suffix>`` layer, if there is one."""
         try:
-            return self.controller.layer_named(f"{self.controller.image_layer().name} clicks", Points)
+            return self.controller.layer_named(f"{self.controller.image_layer().name} {suffix}", kind)
         except ValueError:
             return None
 
@@ -179,6 +185,18 @@ class PromptPanel(QWidget):
         Clicks take the stroke layer's current label (its object id, or the erase label when
         'Erase' is on); a stroke layer is made when there is none, to hold that choice.
         """
+        return self._prompt_mode("clicks", Points, ql.add_clicks_layer, "add")
+
+    def box_mode(self) -> Shapes | None:
+        """Add (or pick) the ``<image> boxes`` Shapes layer in rectangle mode: each rectangle is a new object.
+
+        A stroke layer is made when there is none: the refined objects take its dtype, and
+        its brush then takes each new box's id.
+        """
+        return self._prompt_mode("boxes", Shapes, add_boxes_layer, "add_rectangle")
+
+    def _prompt_mode(self, suffix: str, kind: type, make: Any, mode: str) -> Any:
+        """The picked image's ``<image> <suffix>`` layer (made if missing), active in ``mode``."""
         c = self.controller
         try:
             image = c.image_layer()
@@ -189,36 +207,37 @@ class PromptPanel(QWidget):
             c.strokes_layer()
         except ValueError:
             c.new_stroke_layer()
-        layer = self.clicks_layer()
+        layer = self._layer_of_image(suffix, kind)
         if layer is None:
-            layer = c.viewer.add_points(
-                ndim=len(ql.spatial_shape(image)),
-                name=f"{image.name} clicks",
-                scale=image.scale,
-                translate=image.translate,
-                size=2 * CLICK_RADIUS,
-                border_color="white",
-                features={ql.CLICK_LABEL: np.empty(0, int)},
-            )
+            layer = make(c.viewer, image)
         self._watch()
-        layer.mode = "add"
+        layer.mode = mode
         c.viewer.layers.selection.active = layer
         return layer
+
+    def _on_box_starting(self) -> None:
+        """A rectangle is being drawn: its id is one above every stroke, click, box and result."""
+        c, f = self.controller, self.follower
+        layers = (f.strokes, self._layer_of_image("refined", Labels), f.clicks, f.boxes)
+        f.boxes.feature_defaults = {BOX_LABEL: free_id(layers, c.erase_spin.value())}
 
     # ---- refine as I paint ---------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Follow the picked stroke layer and the picked image's clicks layer."""
+        """Follow the picked stroke layer and the picked image's clicks and boxes layers."""
         try:
             strokes = self.controller.strokes_layer()
         except ValueError:
             strokes = None
         if strokes is not self.follower.strokes:
             self._pending = set()
-        self.follower.follow(strokes, self.clicks_layer())
+        self.follower.follow(strokes, self._layer_of_image("clicks", Points), self._layer_of_image("boxes", Shapes))
 
     def _on_edited(self, kind: str, ids: set[int]) -> None:
-        if self.live_checkbox.isChecked():
+        """Boxes refine when drawn, moved or removed; strokes and clicks when refining as I paint."""
+        if kind == "box drawn" and ids and self.follower.strokes is not None:
+            self.follower.strokes.selected_label = max(ids)  # strokes and clicks now correct the new object
+        if kind in ("box drawn", "boxes") or self.live_checkbox.isChecked():
             self._schedule(ids)
 
     def _schedule(self, ids: set[int]) -> None:
@@ -236,4 +255,4 @@ class PromptPanel(QWidget):
     def shutdown(self) -> None:
         """Stop refining as I paint and disconnect from the layers (idempotent)."""
         self._live_timer.stop()
-        self.follower.follow(None, None)
+        self.follower.follow(None, None, None)

@@ -1,5 +1,6 @@
 """Refine's inputs and worker body: the displayed plane's prompts, read off the layers, per object through the engine.
 
+Each box (see :mod:`.boxes`) is one object, alone or with strokes and clicks of its id.
 Corrections: each connected erase stroke is the negative of one object (see
 :func:`~napari_segmentello._qt.layers.assign_negatives`), and an object's current result
 is its previous mask, when the model takes those inputs; models that don't get the
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from napari.layers import Image, Labels, Points
+from napari.layers import Image, Labels, Points, Shapes
 
 from napari_segmentello._qt import layers as ql
+from napari_segmentello._qt.boxes import Box, plane_boxes
 from napari_segmentello._qt.controller import Controller
 from napari_segmentello.engine import Refiner
 from napari_segmentello.propagate import seed_from_mask
@@ -39,10 +41,11 @@ class Drawn:
     erase: np.ndarray  # bool: the erase ("not this") strokes and clicks
     previous: np.ndarray | None  # the output layer's plane, None when it holds nothing there yet
     ids: set[int] | None  # refine only these objects (refine as I paint), None for all
+    boxes: dict[int, Box]  # the boxes on the plane, by object id
 
 
 def read_drawn(c: Controller, image: Image, strokes: Labels, index: ql.Index, ids: set[int] | None = None) -> Drawn:
-    """The displayed plane's strokes and clicks, split into objects and erase strokes, and its previous result."""
+    """The displayed plane's strokes, clicks and boxes (objects and erase strokes) and its previous result."""
     plane = np.array(strokes.data[index])  # a copy: painting may go on while the worker runs
     clicks = c.layer_named(f"{image.name} clicks", Points)
     if clicks is not None:
@@ -52,11 +55,15 @@ def read_drawn(c: Controller, image: Image, strokes: Labels, index: ql.Index, id
     objects = np.where(erase, 0, plane).astype(plane.dtype)
     out = c.layer_named(f"{image.name} refined", Labels)
     previous = np.array(out.data[index]) if out is not None and out.data.shape == strokes.data.shape else None
-    return Drawn(objects, erase, previous, ids)
+    shapes = c.layer_named(f"{image.name} boxes", Shapes)
+    boxes = plane_boxes(shapes, index) if shapes is not None else {}
+    if boxes and max(boxes) > np.iinfo(plane.dtype).max:
+        raise ValueError(f"box id {max(boxes)} does not fit stroke layer {strokes.name!r} ({plane.dtype}): use uint16")
+    return Drawn(objects, erase, previous, ids, boxes)
 
 
-def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, np.ndarray]], list[str]]:
-    """Per object to refine: its stroke and, when the model takes them, its negative and previous masks."""
+def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """Per object to refine: its stroke and box and, when the model takes them, its negative and previous masks."""
     extras = set(refiner.spec.extras)
     ignored = []
     negatives = ql.assign_negatives(drawn.objects, drawn.erase, drawn.previous)
@@ -67,7 +74,7 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, np.ndar
     if previous is not None and "prev" not in extras:
         ignored.append("previous results")
         previous = None
-    wanted = set(np.unique(drawn.objects[drawn.objects != 0]).tolist())
+    wanted = set(np.unique(drawn.objects[drawn.objects != 0]).tolist()) | set(drawn.boxes)
     if previous is not None:  # corrected with an erase stroke only: seeded from its result (after propagation)
         wanted |= {k for k in negatives if np.any(previous == k)}
     if drawn.ids is not None:
@@ -76,24 +83,27 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, np.ndar
     for k in sorted(wanted):
         stroke = drawn.objects == k
         before = previous == k if previous is not None and np.any(previous == k) else None
+        box = drawn.boxes.get(k)
+        if not stroke.any():
+            stroke = None if box is not None else seed_from_mask(before, SEED_EROSION)
         out[k] = {
-            "stroke": stroke if stroke.any() else seed_from_mask(before, SEED_EROSION),
+            "stroke": stroke,
+            "box": box,
             "negative": negatives.get(k),
             "previous": before,
         }
     return out, ignored
 
 
-def predict_each(refiner: Refiner, prompts: dict[int, dict[str, np.ndarray]], dtype: np.dtype) -> np.ndarray:
+def predict_each(refiner: Refiner, prompts: dict[int, dict[str, Any]], drawn: Drawn) -> np.ndarray:
     """One prediction per object with its own prompts; overlaps go to the highest probability, ties to the lower id.
 
     The same rule as :meth:`Refiner.predict_labels`, which cannot take per-object prompts.
     """
-    shape = next(iter(prompts.values()))["stroke"].shape
-    out = np.zeros(shape, dtype)
-    best = np.zeros(shape, np.float32)
+    out = np.zeros_like(drawn.objects)
+    best = np.zeros(out.shape, np.float32)
     for k, p in prompts.items():  # ascending ids
-        prob = refiner.predict_proba(p["stroke"], negative=p["negative"], previous=p["previous"])
+        prob = refiner.predict_proba(p["stroke"], box=p["box"], negative=p["negative"], previous=p["previous"])
         claim = (prob > refiner.threshold) & (prob > best)
         out[claim], best[claim] = k, prob[claim]
     return out
@@ -109,9 +119,11 @@ def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Dra
     if not wanted and drawn.ids is None:
         refiner.predict_labels(drawn.objects)  # raises the engine's own "paint at least one pixel"
     if any(p["negative"] is not None or p["previous"] is not None for p in wanted.values()):
-        labels = predict_each(refiner, wanted, drawn.objects.dtype)
+        labels = predict_each(refiner, wanted, drawn)
     elif wanted:
-        labels = refiner.predict_labels(np.where(np.isin(drawn.objects, list(wanted)), drawn.objects, 0))
+        boxes = {k: b for k, b in drawn.boxes.items() if k in wanted}
+        strokes = np.where(np.isin(drawn.objects, list(wanted)), drawn.objects, 0)
+        labels = refiner.predict_labels(strokes, boxes=boxes or None)
     else:
         labels = np.zeros_like(drawn.objects)
     return Refined(labels.astype(drawn.objects.dtype), set(wanted) | (drawn.ids or set()), tuple(ignored))

@@ -102,9 +102,6 @@ class StackPanel(QWidget):
         if c.closed or image not in c.viewer.layers:
             return
         try:
-            target = ql.output_layer(c.viewer, image, strokes)
-            current = np.moveaxis(np.asarray(target.data[stack]), axis, 0)
-            new = ql.replace_ids(current, refined.labels, refined.ids)
-            ql.write_plane(target, stack, np.moveaxis(new, 0, axis))
+            ql.write_objects(c.viewer, image, strokes, stack, refined.labels, refined.ids, axis)
         except ValueError as exc:
             show_error(message(exc))
