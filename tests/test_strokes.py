@@ -356,6 +356,7 @@ WINDOWED = {
     "human-scribble": strokes.human_scribble_stroke,
     "clicks": strokes.random_clicks_stroke,
     "background": strokes.background_strokes,
+    "coarse": strokes.coarse_stroke,
 }
 
 
@@ -406,3 +407,60 @@ def test_background_strokes_seeded_and_empty_without_room():
     assert not strokes.background_strokes(full, np.random.default_rng(0)).any()
     with pytest.raises(ValueError, match="empty"):
         strokes.background_strokes(np.zeros((10, 10), bool), np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- coarse masks and boxes
+
+
+def _ring() -> np.ndarray:
+    ring = _big_disc(60)
+    ring[disk((70, 70), 40)] = False
+    return ring
+
+
+COARSE_SHAPES = {"disc": SHAPES["disc"], "L": SHAPES["L"], "border": SHAPES["border"], "ring": _ring()}
+
+
+@pytest.mark.parametrize("shape", sorted(COARSE_SHAPES) + ["big-disc"])
+def test_coarse_masks_land_near_their_target_iou(shape):
+    mask = COARSE_SHAPES[shape] if shape != "big-disc" else _big_disc(300)  # big: searched on a coarse grid
+    rng = np.random.default_rng(1)
+    for target in rng.uniform(0.5, 0.95, size=6):
+        stroke = strokes.coarse_stroke(mask, rng, target_iou=float(target))
+        assert abs(_iou(stroke, mask) - target) < 0.06, (shape, target, _iou(stroke, mask))
+
+
+def test_coarse_masks_draw_their_iou_between_half_and_most():
+    mask = SHAPES["L"]
+    ious = [_iou(s, mask) for s in _draws("coarse", mask, n=30)]
+    assert 0.45 < min(ious) < 0.6 and 0.85 < max(ious) < 1.0
+    draws = _draws("coarse", mask, n=10)
+    assert all((s & ~mask).any() or (mask & ~s).any() for s in draws)  # coarse, never the object itself
+
+
+@pytest.mark.parametrize("target", [0.0, -0.2, 1.5, float("nan")])
+def test_coarse_target_out_of_range_is_a_clear_error(target):
+    with pytest.raises(ValueError, match="target_iou"):
+        strokes.coarse_stroke(SHAPES["disc"], np.random.default_rng(0), target_iou=target)
+
+
+def test_jittered_box_is_near_the_true_box_clipped_and_never_empty():
+    mask = SHAPES["border"]  # rows 0-19, cols 40-59: touches the top and right image borders
+    h, w = mask.shape
+    truth = np.array([0, 40, 20, 60])
+    rng = np.random.default_rng(0)
+    boxes = np.array([strokes.jittered_box(mask, rng) for _ in range(300)])
+    assert (
+        (boxes[:, 0] >= 0).all() and (boxes[:, 1] >= 0).all() and (boxes[:, 2] <= h).all() and (boxes[:, 3] <= w).all()
+    )
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    assert (np.abs(boxes - truth) <= 5 * 3.0 + 0.03 * 20 + 1).all()
+    assert 2.0 < np.std(boxes[:, 1] - 40) < 4.5  # a free side moves by about the jitter
+    tiny = SHAPES["pixel"]
+    for _ in range(50):
+        r0, c0, r1, c1 = strokes.jittered_box(tiny, rng, jitter=20.0)
+        assert 0 <= r0 < r1 <= 20 and 0 <= c0 < c1 <= 20
+    assert strokes.jittered_box(tiny, rng, jitter=0.0) == (7, 9, 8, 10)  # no jitter, a 1-px side: the exact box
+    assert strokes.jittered_box(mask, np.random.default_rng(5)) == strokes.jittered_box(mask, np.random.default_rng(5))
+    with pytest.raises(ValueError, match="jitter"):
+        strokes.jittered_box(mask, rng, jitter=-1.0)

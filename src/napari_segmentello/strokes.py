@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.draw import disk, line
+from skimage.draw import disk, line, polygon
 from skimage.graph import route_through_array
-from skimage.measure import block_reduce
+from skimage.measure import approximate_polygon, block_reduce, find_contours
 from skimage.morphology import convex_hull_image, isotropic_closing, isotropic_dilation, isotropic_erosion
 from skimage.transform import resize
 
@@ -43,6 +43,11 @@ NEAR_PROB = 0.5  # share of background strokes painted beside the object (inside
 NEAR_BAND = (0.1, 1.0)  # × the object's extent: how far from its edge the near ones pass
 BACKGROUND_LENGTH = (0.2, 1.0)  # × the object's extent, at least MIN_BACKGROUND_LENGTH px
 MIN_BACKGROUND_LENGTH = 8.0
+COARSE_IOU = (0.5, 0.95)  # IoU of a coarse mask with its object, drawn uniformly (CascadePSP-style)
+COARSE_STEPS = 10  # bisection steps on the coarsening strength
+COARSE_TOLERANCE = 0.03  # a recipe that misses its target IoU by more is redrawn, up to COARSE_TRIES times
+COARSE_TRIES = 3
+BOX_SLACK = 0.03  # a dragged box's sides also miss by up to this share of the object's side
 
 
 # ---------------------------------------------------------------- helpers
@@ -89,10 +94,10 @@ def _crop(full: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> 
     return _place(full, (-origin[0], -origin[1]), shape)
 
 
-def _in_frame(origin: tuple[int, int], shape: tuple[int, int], frame: tuple[int, int]) -> np.ndarray:
-    """Which pixels of a ``shape`` canvas at ``origin`` lie inside a ``frame``-sized image."""
-    rows = np.arange(shape[0]) + origin[0]
-    cols = np.arange(shape[1]) + origin[1]
+def _in_frame(origin: tuple[int, int], shape: tuple[int, int], frame: tuple[int, int], step: int = 1) -> np.ndarray:
+    """Which pixels of a ``shape`` canvas at ``origin`` (cells of ``step`` px, by their centre) lie in the frame."""
+    rows = np.arange(shape[0]) * step + origin[0] + step // 2
+    cols = np.arange(shape[1]) * step + origin[1] + step // 2
     return ((rows >= 0) & (rows < frame[0]))[:, None] & ((cols >= 0) & (cols < frame[1]))[None, :]
 
 
@@ -468,6 +473,154 @@ def _background_dot(full: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return dot
 
 
+def _simplify(mask: np.ndarray, tolerance: float) -> np.ndarray:
+    """``mask`` redrawn from outlines simplified to ``tolerance`` px (Douglas-Peucker); even-odd fill keeps holes."""
+    out = np.zeros_like(mask)
+    for contour in find_contours(np.pad(mask, 1).astype(float), 0.5):
+        poly = approximate_polygon(contour - 1.0, tolerance)
+        out[polygon(poly[:, 0], poly[:, 1], mask.shape)] ^= True
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
+
+
+class _Coarsening:
+    """One random coarsening recipe, applied at any strength: 0 is the object itself, more is coarser.
+
+    The recipe is a level set: the signed distance of the object (half the
+    time outlined first as a simplified polygon), moved by smooth boundary
+    noise and a dilation/erosion, grown by blobs and cut by bites on its rim.
+    All randomness is drawn here, so a search over the strength sees one
+    fixed recipe.
+    """
+
+    def __init__(self, obj: np.ndarray, rng: np.random.Generator) -> None:
+        size = math.sqrt(float(obj.sum()))
+        if rng.random() < 0.5:
+            simplified = _simplify(obj, rng.uniform(0.02, 0.08) * size)
+            obj = simplified if simplified.any() else obj
+        self.signed = ndi.distance_transform_edt(obj) - ndi.distance_transform_edt(~obj)
+        self.shift = rng.uniform(0.1, 0.4) * size * _smooth_noise(obj.shape, rng) + rng.uniform(-0.15, 0.15) * size
+        n_blobs, n_bites = (int(n) for n in rng.integers(0, 4, size=2))
+        rim = (np.abs(self.signed) <= 1.5).astype(float)
+        centers = _deep_points(rim, 1.0, n_blobs + n_bites, rng) if n_blobs + n_bites else np.zeros((0, 2))
+        rows, cols = np.indices(obj.shape)
+        self.blobs = [np.hypot(rows - cy, cols - cx) for cy, cx in centers]
+        self.radii = rng.uniform(0.1, 0.35, size=len(centers)) * size
+        self.grows = np.arange(len(centers)) < n_blobs
+
+    def field(self, strength: float) -> np.ndarray:
+        """The level set at ``strength``: positive inside the coarse mask."""
+        field = self.signed + strength * self.shift
+        for dist, radius, grows in zip(self.blobs, self.radii, self.grows, strict=True):
+            field = (
+                np.maximum(field, strength * radius - dist) if grows else np.minimum(field, dist - strength * radius)
+            )
+        return field
+
+    def mask(self, strength: float) -> np.ndarray:
+        """The coarse mask at ``strength``, on the recipe's grid."""
+        return self.field(strength) > 0
+
+    def render(self, strength: float, factor: int) -> tuple[tuple[int, int], np.ndarray]:
+        """The mask at ``strength`` drawn ``factor`` times finer over its own box: (origin in fine px, mask).
+
+        The coarse mask's signed distance is upsampled and thresholded, so the
+        outline comes out smooth, not blocky, at a cost that follows the box.
+        """
+        coarse = self.mask(strength)
+        if factor == 1 or not coarse.any():
+            return (0, 0), coarse
+        y0, y1, x0, x1 = stroke_bbox(coarse)
+        y0, x0, y1, x1 = max(y0 - 1, 0), max(x0 - 1, 0), min(y1 + 1, coarse.shape[0]), min(x1 + 1, coarse.shape[1])
+        box = coarse[y0:y1, x0:x1]
+        signed = ndi.distance_transform_edt(box) - ndi.distance_transform_edt(~box)
+        fine = resize(signed, ((y1 - y0) * factor, (x1 - x0) * factor), order=1, mode="edge") > 0
+        return (y0 * factor, x0 * factor), fine
+
+    def strength_for(self, obj: np.ndarray, valid: np.ndarray, target: float) -> float:
+        """The strength whose mask (where ``valid``) has the IoU with ``obj`` nearest ``target``: bracket, bisect."""
+        tried = {0.0: _iou(self.mask(0.0) & valid, obj)}
+        lo, hi = 0.0, 1.0
+        while (tried.setdefault(hi, _iou(self.mask(hi) & valid, obj))) > target and hi < 64.0:
+            lo, hi = hi, 2.0 * hi
+        for _ in range(COARSE_STEPS):
+            mid = 0.5 * (lo + hi)
+            tried[mid] = _iou(self.mask(mid) & valid, obj)
+            lo, hi = (mid, hi) if tried[mid] > target else (lo, mid)
+        return min(tried, key=lambda k: abs(tried[k] - target))
+
+
+def _coarsen_to(
+    obj: np.ndarray, valid: np.ndarray, target: float, rng: np.random.Generator
+) -> tuple[_Coarsening, float]:
+    """A recipe and strength landing within ``COARSE_TOLERANCE`` of ``target``, drawing a new recipe when one cannot.
+
+    A recipe that grows the object cannot go below the IoU where it fills the
+    frame; another draw (say, an erosion) usually can. The closest try is kept.
+    """
+    best: tuple[float, _Coarsening, float] | None = None
+    for _ in range(COARSE_TRIES):
+        recipe = _Coarsening(obj, rng)
+        strength = recipe.strength_for(obj, valid, target)
+        miss = abs(_iou(recipe.mask(strength) & valid, obj) - target)
+        if best is None or miss < best[0]:
+            best = (miss, recipe, strength)
+        if miss <= COARSE_TOLERANCE:
+            break
+    return best[1], best[2]
+
+
+def coarse_stroke(mask: np.ndarray, rng: np.random.Generator, target_iou: float | None = None) -> np.ndarray:
+    """A coarse mask of the object at an IoU of ``target_iou`` (drawn from ``COARSE_IOU`` when None), within ~0.05.
+
+    A quick outline or a previous model's mask, as CascadePSP simulates them:
+    the strength of a random coarsening recipe is searched until the IoU
+    lands on the target. Big objects are searched on a grid about
+    ``LASSO_DETAIL`` px across and drawn at full resolution.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    if target_iou is None:
+        target_iou = float(rng.uniform(*COARSE_IOU))
+    if not 0.0 < target_iou <= 1.0:
+        raise ValueError(f"target_iou must be in (0, 1], got {target_iou!r}")
+    factor = max(1, math.ceil(math.sqrt(float(full.sum())) / LASSO_DETAIL))
+    (oy, ox), obj = _window(full, pad=0)
+    coarse = block_reduce(obj, (factor, factor), np.mean) >= 0.5
+    if not coarse.any():  # thinner than a coarse cell: search at full resolution
+        factor, coarse = 1, obj
+    pad = math.ceil(0.5 * math.sqrt(float(coarse.sum()))) + 2  # room to grow to an IoU of 0.5 and below
+    coarse = np.pad(coarse, pad)
+    corner = (oy - pad * factor, ox - pad * factor)
+    valid = _in_frame(corner, coarse.shape, full.shape, step=factor)  # the IoU is scored on what the frame keeps
+    recipe, strength = _coarsen_to(coarse, valid, target_iou, rng)
+    (dy, dx), fine = recipe.render(strength, factor)
+    origin = (corner[0] + dy, corner[1] + dx)
+    return _place(_fallback_dot(fine, _crop(full, origin, fine.shape), rng), origin, full.shape)
+
+
+def jittered_box(mask: np.ndarray, rng: np.random.Generator, jitter: float = 3.0) -> tuple[int, int, int, int]:
+    """The object's box ``(row0, col0, row1, col1)`` (end-exclusive) as a person drags it: each side a little off.
+
+    Each side moves by N(0, ``jitter``) px plus up to ``BOX_SLACK`` of the
+    object's side; the box is clipped to the image and never empty.
+    """
+    full = _as_mask(mask)
+    _check_rng(rng)
+    if not (math.isfinite(jitter) and jitter >= 0):
+        raise ValueError(f"jitter must be a finite number of pixels >= 0, got {jitter!r}")
+    y0, y1, x0, x1 = stroke_bbox(full)
+    sides = np.array([y1 - y0, x1 - x0, y1 - y0, x1 - x0], float)
+    moves = rng.normal(0.0, jitter, 4) + rng.uniform(-BOX_SLACK, BOX_SLACK, 4) * sides
+    r0, c0, r1, c1 = (int(v) for v in np.round(np.array([y0, x0, y1, x1]) + moves))
+    height, width = full.shape
+    r0, c0 = min(max(r0, 0), height - 1), min(max(c0, 0), width - 1)
+    return r0, c0, min(max(r1, r0 + 1), height), min(max(c1, c0 + 1), width)
+
+
 PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "study": study_stroke,
     "scribble": scribble_stroke,
@@ -475,6 +628,7 @@ PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
     "click": click_stroke,
     "human-scribble": human_scribble_stroke,
     "clicks": random_clicks_stroke,
+    "coarse": coarse_stroke,
 }
 
 
