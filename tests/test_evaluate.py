@@ -259,3 +259,11 @@ def test_bad_boxes_are_clear_errors(box, match):
 def test_box_mask_clips_to_the_image():
     mask = baselines.box_mask((10, 12), (-5, 8, 4, 30))
     assert mask.sum() == 4 * 4 and mask[:4, 8:].all()
+
+
+@pytest.mark.data
+def test_the_grid_spreads_its_cases_over_the_categories(neg_checkpoint, data_root):
+    instances = _acdc(data_root)  # three structures; the first objects of a slice are of every kind
+    refiner = Refiner(neg_checkpoint, device="cpu")
+    _, kept = evaluate.evaluate(refiner, instances, list(range(12)), protocol="real", seed=0, baselines=[], keep=3)
+    assert sorted(k["category"] for k in kept) == sorted(c["name"] for c in instances.coco.cats.values())

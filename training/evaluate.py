@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from napari_segmentello.engine import Refiner
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.metrics import METRIC_KEYS, mask_metrics
 from napari_segmentello.roi import crop, roi_from_stroke
-from napari_segmentello.strokes import PROTOCOLS, simulate_stroke
+from napari_segmentello.strokes import PROTOCOLS, jittered_box, simulate_stroke
 
 from training.baselines import BASELINES, BOX_BASELINES, box_mask
 from training.dataset import resolve_dataset
@@ -120,8 +121,6 @@ def make_prompt(inst: Instance, protocol: str, seed: int) -> Prompt:
         negative = inst.negative_scribble
         return Prompt(stroke=inst.scribble, negative=negative if negative is not None and negative.any() else None)
     if protocol == BOX:
-        from napari_segmentello.strokes import jittered_box  # TEMP: top-level once strokes.py has it
-
         return Prompt(box=jittered_box(inst.mask, rng))
     return Prompt(stroke=simulate_stroke(inst.mask, protocol, rng))
 
@@ -183,10 +182,11 @@ def evaluate(
     baselines: list[str],
     keep: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Per-object records, and the images/masks of the first ``keep`` objects (for the grid)."""
+    """Per-object records, and the images/masks of ``keep`` objects for the grid (the first ones, categories spread)."""
     margin = refiner.spec.roi_margin
     ask_model, _ = model_call(refiner, protocol)
     registry = baseline_registry(protocol)
+    per_category = math.ceil(keep / max(1, len(instances.coco.cats)))  # the grid shows every kind of object
     records, kept = [], []
     image_id = None
     for index in indices:
@@ -210,8 +210,10 @@ def evaluate(
                 "latency_ms": latency,
             }
         )
-        if len(kept) < keep:
-            kept.append({"image": inst.image, "gt": inst.mask, "prompt": prompt, "preds": preds})
+        if len(kept) < keep and sum(k["category"] == inst.category for k in kept) < per_category:
+            kept.append(
+                {"image": inst.image, "gt": inst.mask, "category": inst.category, "prompt": prompt, "preds": preds}
+            )
     return records, kept
 
 
@@ -241,7 +243,7 @@ def plot_grid(kept: list[dict[str, Any]], path: Path) -> None:
                 _overlay(ax, crop(mask, roi), "autumn")
             if title == "prompt" and item["prompt"].negative is not None:
                 _overlay(ax, crop(item["prompt"].negative, roi), "winter")
-            ax.set_title(title, fontsize=9)
+            ax.set_title(item["category"] if title == "image" else title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -145,8 +145,8 @@ def real_block(files: list[Path]) -> list[str]:
         "",
         f"{r['n_objects']} objects of {_dataset_label(r)} (a seeded subset), each scored from the strokes a person "
         f'drew on it: the stroke over the object and the background ("not this") strokes of its slice. The model '
-        f"is given: {r['model_prompt']}; the baselines the same strokes on the same window. Means; latency is the "
-        f"median per object ({r['device']}).",
+        f"is given: {r['model_prompt']}; the baselines the same strokes on the stroke's region of interest. "
+        f"Means; latency is the median per object ({r['device']}).",
         "",
         "| method | IoU | bIoU 2% | bIoU 1px | HD95 (px) | latency (ms) |",
         "|---|---|---|---|---|---|",

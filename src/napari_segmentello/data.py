@@ -37,7 +37,7 @@ def _checkout_root() -> Path | None:
 
 
 def default_data_root() -> Path:
-    """Where the shared data lives: ``$SEGMENTELLO_DATA``, else ``<checkout>/../shared/data``, else ``./../shared/data``.
+    """Where the shared data lives: ``$SEGMENTELLO_DATA``, else ``<checkout>/../shared/data``, else ``../shared/data``.
 
     Walking up to the checkout makes it independent of the working directory
     when running from the source tree.
