@@ -464,3 +464,32 @@ def test_jittered_box_is_near_the_true_box_clipped_and_never_empty():
     assert strokes.jittered_box(mask, np.random.default_rng(5)) == strokes.jittered_box(mask, np.random.default_rng(5))
     with pytest.raises(ValueError, match="jitter"):
         strokes.jittered_box(mask, rng, jitter=-1.0)
+
+
+# ---------------------------------------------------------------- calibration on real strokes
+
+
+def test_stroke_measures_of_known_strokes():
+    mask = np.zeros((40, 60), bool)
+    mask[10:30, 5:55] = True  # extent 50
+    stroke = np.zeros_like(mask)
+    stroke[19:22, 10:40] = True  # a 3-px-wide, 30-px-long line, all inside
+    stroke[0:2, 0:5] = True  # a second, outside
+    width, length, inside, n = strokes.stroke_measures(stroke, mask)
+    assert 2.5 < width < 3.3 and 0.6 < length < 0.75 and inside == pytest.approx(90 / 100) and n == 2
+
+
+@pytest.mark.data
+def test_human_scribbles_match_real_acdc_strokes_within_half(data_root):
+    from napari_segmentello.data import CocoInstances, dataset_files
+
+    ds = CocoInstances(*dataset_files("acdc-scribbles", "val", data_root), min_area=10)
+    objects = [ds[int(i)] for i in np.random.default_rng(0).choice(len(ds), size=80, replace=False)]
+    real = np.median([strokes.stroke_measures(o.scribble, o.mask) for o in objects], axis=0)
+    rng = np.random.default_rng(0)
+    drawn = [(strokes.human_scribble_stroke(o.mask, rng), o.mask) for o in objects]
+    simulated = np.median([strokes.stroke_measures(s, m) for s, m in drawn], axis=0)
+    ratio = simulated / real
+    assert ((ratio > 1 / 1.5) & (ratio < 1.5)).all(), (real, simulated)
+    for o in objects[:20]:
+        assert _gap(strokes.background_strokes(o.mask, rng), o.mask) > strokes.GAP

@@ -18,7 +18,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk, line, polygon
 from skimage.graph import route_through_array
 from skimage.measure import approximate_polygon, block_reduce, find_contours
-from skimage.morphology import convex_hull_image, isotropic_closing, isotropic_dilation, isotropic_erosion
+from skimage.morphology import convex_hull_image, isotropic_closing, isotropic_dilation, isotropic_erosion, skeletonize
 from skimage.transform import resize
 
 from napari_segmentello.roi import stroke_bbox
@@ -41,7 +41,7 @@ MAX_COVER = 0.3  # a line's length is capped so its brush covers at most this sh
 GAP = 2  # px: background strokes never come closer to the object than this
 NEAR_PROB = 0.5  # share of background strokes painted beside the object (inside a context window), else anywhere
 NEAR_BAND = (0.1, 1.0)  # × the object's extent: how far from its edge the near ones pass
-BACKGROUND_LENGTH = (0.2, 1.0)  # × the object's extent, at least MIN_BACKGROUND_LENGTH px
+BACKGROUND_LENGTH = (0.5, 4.0)  # × the object's extent, at least MIN_BACKGROUND_LENGTH px
 MIN_BACKGROUND_LENGTH = 8.0
 COARSE_IOU = (0.5, 0.95)  # IoU of a coarse mask with its object, drawn uniformly (CascadePSP-style)
 COARSE_STEPS = 10  # bisection steps on the coarsening strength
@@ -727,6 +727,27 @@ def first_click(gt: np.ndarray) -> tuple[int, int, bool]:
     """The standard protocol's first click: the object pixel farthest from its boundary (always positive)."""
     _, (row, col) = _deepest_pixel(_as_mask(gt, "gt"))  # = next_click(gt, empty prediction)
     return row, col, True
+
+
+# ---------------------------------------------------------------- measuring strokes
+
+
+def stroke_measures(stroke: np.ndarray, mask: np.ndarray) -> tuple[float, float, float, int]:
+    """``(brush width, length / extent, in-object fraction, strokes)`` of a stroke over an object.
+
+    What calibrates the simulators against real strokes: width = area /
+    skeleton length (px), length = skeleton length / the longer side of the
+    object's box, strokes = 8-connected components. Works on the stroke's box.
+    """
+    stroke = _as_mask(stroke, "stroke")
+    mask = _as_mask(mask)
+    (oy, ox), crop = _window(stroke, pad=1)
+    skeleton = max(int(skeletonize(crop).sum()), 1)
+    y0, y1, x0, x1 = stroke_bbox(mask)
+    area = int(crop.sum())
+    inside = int((_crop(mask, (oy, ox), crop.shape) & crop).sum())
+    _, n = ndi.label(crop, structure=np.ones((3, 3)))
+    return area / skeleton, skeleton / max(y1 - y0, x1 - x0), inside / area, int(n)
 
 
 # ---------------------------------------------------------------- clicks from the user
