@@ -371,6 +371,15 @@ def test_new_protocols_work_in_a_window_around_the_object(monkeypatch, name):
     assert sizes and max(sizes) < 200 * 200  # never a full-frame transform
 
 
+def test_next_click_works_on_the_error_box(monkeypatch):
+    gt = np.zeros((4000, 4000), bool)
+    gt[2000:2030, 1000:1040] = True
+    pred = np.roll(gt, 7, axis=1)
+    sizes = _record_array_sizes(monkeypatch)
+    assert next_click(gt, pred) is not None and first_click(gt)[2]
+    assert sizes and max(sizes) < 100 * 100
+
+
 def _gap(stroke: np.ndarray, mask: np.ndarray) -> float:
     """The stroke's closest approach to the object, in px."""
     return float(ndi.distance_transform_edt(~mask)[stroke].min())

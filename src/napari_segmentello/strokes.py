@@ -365,11 +365,26 @@ def random_clicks_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarr
     """1-3 clicks at random interior pixels, drawn as the widget draws a user's clicks (``points_to_stroke``)."""
     full = _as_mask(mask)
     _check_rng(rng)
-    pad = int(math.ceil(CLICK_RADIUS)) + 1
-    origin, obj = _window(full, pad=pad)
-    dt = ndi.distance_transform_edt(obj)
-    points = _deep_points(dt, min(CLICK_RADIUS, 0.5 * float(dt.max())), 1 + int(rng.integers(0, 3)), rng)
+    origin, obj = _window(full, pad=int(math.ceil(CLICK_RADIUS)) + 1)
+    points = _interior_points(obj, CLICK_RADIUS, 1 + int(rng.integers(0, 3)), rng)
     return _place(points_to_stroke(points.astype(float), obj.shape), origin, full.shape)
+
+
+def _interior_points(obj: np.ndarray, depth: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` random pixels at least ``depth`` px inside (or half the deepest), on a coarse grid for big objects.
+
+    A coarse cell counts only when it is wholly inside, and its distance in
+    cells bounds its pixels' depth from below, so no full-resolution distance
+    transform of a big object is needed.
+    """
+    factor = max(1, math.ceil(max(obj.shape) / ROUTE_DETAIL))
+    if factor > 1:
+        cells = ndi.distance_transform_edt(block_reduce(obj, (factor, factor), np.min))
+        need = depth / factor + 1.5  # a pixel sits up to sqrt(2) cells from its cell's corner
+        if cells.max() >= need:
+            return _deep_points(cells, need, n, rng) * factor + rng.integers(0, factor, size=(n, 2))
+    dt = ndi.distance_transform_edt(obj)
+    return _deep_points(dt, min(depth, 0.5 * float(dt.max())), n, rng)
 
 
 def _free_curve(center: np.ndarray, heading: float, length: float, rng: np.random.Generator) -> np.ndarray:
