@@ -14,12 +14,15 @@ Run as a script for the per-plane IoU measurement reported in the docs::
 
 from __future__ import annotations
 
+import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage as ndi
+from scipy.special import expit
 from skimage.draw import disk
 from skimage.filters import threshold_otsu
 from skimage.restoration import inpaint_biharmonic
@@ -29,8 +32,10 @@ from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.engine import Refiner
 from napari_segmentello.models import build_model
-from napari_segmentello.propagate import propagate, seed_from_mask
+from napari_segmentello.propagate import confidence, moved, propagate, reaches_window_edge, seed_from_mask
 from napari_segmentello.roi import roi_from_stroke
+from training.propagation import first_below, load_sequence, start_frame
+from training.propagation import main as propagation_main
 from napari_segmentello.strokes import CLICK_RADIUS, click_stroke, points_to_stroke, simulate_stroke
 
 SHAPE = (64, 80)
@@ -48,8 +53,18 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 1.0
 
 
-class ComponentRefiner:
-    """Stand-in for a perfect model on a label stack: the labelled component(s) under the stroke."""
+BACKGROUND = 0.01  # a stand-in's probability off the object: above 0, so inside its window
+
+
+class StandIn:
+    """What a refiner has that propagation reads: a threshold and a spec (a model without a 'prev' channel)."""
+
+    threshold = 0.5
+    spec = SimpleNamespace(extras=("pos",))
+
+
+class ComponentRefiner(StandIn):
+    """Stand-in for a perfect model on a label stack: the labelled component(s) under the stroke, sure of them."""
 
     def __init__(self) -> None:
         self.strokes: list[tuple[int, np.ndarray]] = []
@@ -58,24 +73,32 @@ class ComponentRefiner:
     def set_image(self, image) -> None:
         self.plane = np.asarray(image)
 
-    def predict(self, stroke) -> np.ndarray:
+    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
+        assert previous is None  # this model takes no previous mask
         self.strokes.append((int(self.plane.max()), np.asarray(stroke).copy()))
         labels, _ = ndi.label(self.plane > 0)
         hit = np.unique(labels[np.asarray(stroke, bool)])
-        return np.isin(labels, hit[hit > 0])
+        return np.where(np.isin(labels, hit[hit > 0]), 0.99, BACKGROUND).astype(np.float32)
 
 
-class ListRefiner:
-    """Stand-in that returns a fixed mask per plane (the plane image carries its own index)."""
+class ListRefiner(StandIn):
+    """Stand-in with a fixed mask and confidence per plane (the plane image carries its own index)."""
 
-    def __init__(self, masks: list[np.ndarray]) -> None:
-        self.masks, self.k = masks, -1
+    def __init__(self, masks: list[np.ndarray], sure: list[float] | None = None, extras=("pos",)) -> None:
+        self.masks, self.sure, self.k = masks, sure or [0.99] * len(masks), -1
+        self.spec = SimpleNamespace(extras=extras)
+        self.calls: list[tuple[int, np.ndarray, np.ndarray | None]] = []
 
     def set_image(self, image) -> None:
         self.k = int(np.asarray(image).flat[0])
 
-    def predict(self, stroke) -> np.ndarray:
-        return self.masks[self.k].copy()
+    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
+        self.calls.append((self.k, np.asarray(stroke).copy(), None if previous is None else previous.copy()))
+        return np.where(self.masks[self.k], self.sure[self.k], BACKGROUND).astype(np.float32)
+
+
+def _indexed(n: int) -> np.ndarray:
+    return np.stack([np.full(SHAPE, z) for z in range(n)])
 
 
 def _sphere_labels(n=15, center=(32, 40), radius=7.0) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -114,7 +137,7 @@ def test_each_seed_is_the_previous_mask_eroded():
         if label == 0:
             continue
         z = label - 1
-        source = gt[z - 1] if z > 7 else gt[z + 1]  # the neighbour it was seeded from
+        source = gt[z - 1] if z > 7 else gt[z + 1]  # the neighbour it was seeded from (the ball does not move)
         assert stroke.any() and not (stroke & ~source).any()
         assert stroke.sum() < source.sum()
 
@@ -126,31 +149,115 @@ def test_seed_of_a_thin_object_is_its_skeleton():
     assert seed.any() and not (seed & ~line).any()
 
 
+def test_the_window_follows_the_object_motion():
+    """A disc moving 3 px per frame: from the third frame on, the seed sits where it moved to, not where it was."""
+    n = 8
+    masks = [_disc((32, 12 + 3 * z), 6) for z in range(n)]
+    refiner = ListRefiner(masks)
+    out = propagate(_indexed(n), masks[0], 0, refiner=refiner, erosion=0.3)
+    assert all(out[z].sum() == masks[z].sum() for z in range(n))
+    for k, seed, _ in refiner.calls[2:]:
+        cy, cx = ndi.center_of_mass(seed)
+        assert (cy, cx) == pytest.approx((32, 12 + 3 * k), abs=0.5), k
+
+
+def test_the_moved_mask_is_the_previous_prompt_when_the_model_takes_one():
+    n = 5
+    masks = [_disc((32, 20 + 4 * z), 8) for z in range(n)]
+    refiner = ListRefiner(masks, extras=("pos", "neg", "prev"))
+    propagate(_indexed(n), _disc((32, 20), 3), 0, refiner=refiner)
+    (_, _, first), *walk = refiner.calls
+    assert first is None  # the user's stroke alone on its plane
+    np.testing.assert_array_equal(walk[0][2], masks[0])  # no motion known yet
+    for k, seed, previous in walk[1:]:
+        np.testing.assert_array_equal(previous, moved(masks[k - 1], masks[k - 2]))
+        assert not (seed & ~previous).any()
+
+
+def test_moved_shifts_by_the_centroid_motion():
+    a, b = _disc((30, 30), 5), _disc((33, 26), 5)
+    np.testing.assert_array_equal(moved(b, a), _disc((36, 22), 5))
+    np.testing.assert_array_equal(moved(b, None), b)
+
+
+def test_a_mask_cut_by_the_window_is_refined_again_in_a_larger_one():
+    """A refiner that sees only a window twice its stroke's extent: a big object needs the growth step."""
+    big = _disc((32, 40), 25)
+
+    class Windowed(StandIn):
+        def __init__(self) -> None:
+            self.strokes = []
+
+        def set_image(self, image) -> None:
+            pass
+
+        def predict_proba(self, stroke, *, previous=None):
+            self.strokes.append(stroke.sum())
+            window = ndi.binary_dilation(stroke, iterations=int(np.sqrt(stroke.sum())))
+            return np.where(window, np.where(big, 0.99, BACKGROUND), 0.0).astype(np.float32)
+
+    refiner = Windowed()
+    prob = refiner.predict_proba(_disc((32, 40), 3))
+    assert reaches_window_edge(prob, prob > 0.5)
+    out = propagate(_indexed(2), _disc((32, 40), 3), 0, refiner=refiner)
+    np.testing.assert_array_equal(out[0], big)
+    assert len(refiner.strokes) > 2  # the start plane was grown
+
+
 @pytest.mark.parametrize(
-    "change, reason",
+    "sure, masks_change, reason",
     [
-        (_disc((32, 40), 20), "area grows 4x"),
-        (_disc((32, 40), 2), "area shrinks to 1/25"),
-        (_disc((32, 64), 10), "jumps away: no overlap"),
+        (0.6, None, "unsure of plane 6"),
+        (0.99, np.zeros(SHAPE, bool), "plane 6 empty"),
     ],
 )
-def test_abrupt_change_stops_that_direction(change, reason):
+def test_low_confidence_or_an_empty_mask_stops_that_direction(sure, masks_change, reason):
     n = 9
     masks = [_disc((32, 40 + z // 3), 10) for z in range(n)]  # slowly drifting disc
-    masks[6] = change
-    image = np.stack([np.full(SHAPE, z) for z in range(n)])
-    out = propagate(image, masks[4], 4, refiner=ListRefiner(masks))
+    confidences = [0.99] * n
+    confidences[6] = sure
+    if masks_change is not None:
+        masks[6] = masks_change
+    out = propagate(_indexed(n), masks[4], 4, refiner=ListRefiner(masks, confidences))
     assert all(out[z].any() for z in range(6)), reason
     assert not out[6:].any(), reason
 
 
+def test_confidence_is_the_mean_probability_inside_the_mask():
+    prob = np.array([[0.9, 0.7, 0.2], [0.0, 0.5, 0.8]], np.float32)
+    assert confidence(prob, 0.5) == pytest.approx(0.8)
+    assert confidence(np.zeros((2, 2), np.float32), 0.5) == 0.0
+
+
+def test_a_stop_raised_by_progress_ends_the_walk():
+    class Stopped(Exception):
+        pass
+
+    def stop(done, total):
+        if done == 3:
+            raise Stopped
+
+    refiner = ListRefiner([_disc((32, 40), 10)] * 6)
+    with pytest.raises(Stopped):
+        propagate(_indexed(6), _disc((32, 40), 3), 0, refiner=refiner, progress=stop)
+    assert [k for k, _, _ in refiner.calls] == [0, 1, 2]
+
+
+def test_a_finished_start_mask_is_carried_on_unrefined():
+    masks = [_disc((32, 40), 10)] * 4
+    start = _disc((32, 40), 9)
+    refiner = ListRefiner(masks)
+    out = propagate(_indexed(4), start, 1, refiner=refiner, refine_start=False)
+    np.testing.assert_array_equal(out[1], start)
+    assert sorted(k for k, _, _ in refiner.calls) == [0, 2, 3]
+
+
 def test_empty_first_plane_gives_an_empty_stack_and_full_progress():
     calls = []
-    image = np.stack([np.full(SHAPE, z) for z in range(5)])
     masks = [_disc((32, 40), 10) for _ in range(5)]
     masks[2] = np.zeros(SHAPE, bool)
     out = propagate(
-        image, _disc((32, 40), 3), 2, refiner=ListRefiner(masks), progress=lambda d, t: calls.append((d, t))
+        _indexed(5), _disc((32, 40), 3), 2, refiner=ListRefiner(masks), progress=lambda d, t: calls.append((d, t))
     )
     assert not out.any() and calls[-1] == (5, 5)
 
@@ -189,11 +296,16 @@ def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"erosion": 1.0}, {"erosion": -0.1}, {"min_area_ratio": 1.5}, {"max_area_ratio": 0.5}, {"min_overlap": 2}],
+    "kwargs, match",
+    [
+        ({"erosion": 1.0}, "erosion"),
+        ({"erosion": -0.1}, "erosion"),
+        ({"min_confidence": 1.5}, "min_confidence"),
+        ({"min_confidence": -0.1}, "min_confidence"),
+    ],
 )
-def test_bad_settings_are_value_errors(kwargs):
-    with pytest.raises(ValueError):
+def test_bad_settings_are_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         propagate(np.zeros((3, *SHAPE)), _disc((32, 40), 3), 1, refiner=ComponentRefiner(), **kwargs)
 
 
@@ -292,24 +404,32 @@ def nucleus_stack(root=None, n_planes: int = 15, absent: int = 2) -> tuple[np.nd
     return stack, np.stack(truth), mid
 
 
-class OtsuRefiner:
-    """A classical refiner: Otsu's threshold in the stroke's window, the component(s) under the stroke."""
+class OtsuRefiner(StandIn):
+    """A classical refiner: Otsu's threshold in the stroke's window, the component(s) under the stroke.
+
+    Its probability is a logistic of each pixel's distance from the threshold (``CONTRAST``
+    gray levels per unit): sure on a nucleus against its background, unsure on a flat one.
+    """
 
     def set_image(self, image) -> None:
         self.gray = np.asarray(image, float).mean(axis=-1)
 
-    def predict(self, stroke) -> np.ndarray:
+    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
         stroke = np.asarray(stroke, bool)
         rows, cols, _, _ = roi_from_stroke(stroke).clipped(stroke.shape)
         window = self.gray[rows, cols]
-        fg = window > threshold_otsu(window)
+        above = window - threshold_otsu(window)
         if window[stroke[rows, cols]].mean() < window.mean():  # dark objects on a bright background
-            fg = ~fg
-        labels, _ = ndi.label(fg)
+            above = -above
+        labels, _ = ndi.label(above > 0)
         hit = np.unique(labels[stroke[rows, cols]])
-        out = np.zeros(stroke.shape, bool)
-        out[rows, cols] = ndi.binary_fill_holes(np.isin(labels, hit[hit > 0]))
+        inside = ndi.binary_fill_holes(np.isin(labels, hit[hit > 0]))
+        out = np.zeros(stroke.shape, np.float32)
+        out[rows, cols] = np.where(inside, expit(np.abs(above) / CONTRAST), BACKGROUND)
         return out
+
+
+CONTRAST = 3.0  # gray levels: nucleus planes score ~0.9, the empty end planes ~0.67 (min_confidence 0.8)
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +478,61 @@ def test_propagation_with_a_real_refiner_returns_a_contiguous_run(nucleus, tmp_p
     assert calls[-1] == len(stack)
     refiner = Refiner(path, device="cpu")
     refiner.set_image(stack[mid])
-    np.testing.assert_array_equal(out[mid], refiner.predict(_middle_stroke(truth, mid)))
+    first = refiner.predict(_middle_stroke(truth, mid))
+    assert np.count_nonzero(out[mid] & first) >= 0.5 * np.count_nonzero(first)  # the stroke's mask, grown at most
+
+
+# ------------------------------------------------------------------ real video (davis2016)
+
+
+@pytest.fixture(scope="module")
+def video(data_root):
+    """The first 6 frames of a real DAVIS-2016 sequence and its masks (read via the shared data root)."""
+    return load_sequence("car-roundabout", data_root, slice(0, 6))
+
+
+@pytest.mark.data
+def test_video_slice_is_read_as_frames_and_masks(video):
+    frames, masks = video
+    assert frames.shape == (6, 480, 854, 3) and frames.dtype == np.uint8
+    assert masks.shape == (6, 480, 854) and masks.dtype == bool and masks.reshape(6, -1).any(axis=1).all()
+
+
+@pytest.mark.data
+def test_the_default_model_follows_a_real_car_from_its_true_mask(video):
+    """Started from frame 0's true mask, the bundled model keeps the moving car on every frame."""
+    frames, masks = video
+    out = propagate(frames, masks[0], 0, model="default", device="cpu", refine_start=False)
+    ious = [_iou(g, p) for g, p in zip(masks, out, strict=True)]
+    assert min(ious[1:]) > 0.5, ious
+
+
+@pytest.mark.data
+def test_the_evaluation_writes_its_table_json_and_strip(data_root, tmp_path):
+    """``python -m training.propagation`` end to end on 4 frames of one sequence (random weights: behaviour only)."""
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", build_model("tiny16-32", working_size=64))
+    args = ["--model", str(path), "--sequences", "dog", "--frames", "4", "--device", "cpu", "--out", str(tmp_path)]
+    assert propagation_main([*args, "--data-root", str(data_root)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    seq = results["sequences"]["dog"]
+    assert seq["frames"] == 4 and seq["first"]["start"] == 0 and seq["middle"]["start"] == 2
+    assert seq["first"]["copy"]["j"][0] == 1.0 and seq["first"]["gt-start"]["j"][0] == 1.0
+    assert (tmp_path / "strip.png").stat().st_size > 0 and "| dog | 4 |" in (tmp_path / "results.md").read_text()
+
+
+def test_first_drop_under_half_in_each_direction():
+    ious = [0.4, 0.9, 0.8, 1.0, 0.7, 0.45, 0.3]
+    assert first_below(ious, 3) == {"forward": 5, "backward": 0}
+    assert first_below([1.0, 0.9], 0) == {"forward": None, "backward": None}
+
+
+def test_start_frames_show_the_object():
+    masks = np.zeros((7, 4, 4), bool)
+    masks[2:5, 1, 1] = True
+    assert start_frame(masks, "first") == 2 and start_frame(masks, "middle") == 3
+    with pytest.raises(ValueError, match="no frame"):
+        start_frame(np.zeros((3, 4, 4), bool), "first")
 
 
 if __name__ == "__main__":  # the per-plane IoU measurement
@@ -382,6 +556,5 @@ if __name__ == "__main__":  # the per-plane IoU measurement
         print(f"{z} | {int(truth[z].sum())} | " + " | ".join(cells))
     for name, r in results.items():
         present = truth.reshape(len(truth), -1).any(axis=1)
-        print(
-            f"{name}: mean IoU over planes with the nucleus {np.mean([_iou(truth[z], r[z]) for z in np.flatnonzero(present)]):.3f}"
-        )
+        mean = np.mean([_iou(truth[z], r[z]) for z in np.flatnonzero(present)])
+        print(f"{name}: mean IoU over planes with the nucleus {mean:.3f}")

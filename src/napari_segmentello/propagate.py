@@ -1,10 +1,12 @@
 """Propagation through a stack: one stroke on one plane segments the object up and down a volume or movie.
 
-The stroke's plane is refined first; then each refined plane, eroded, becomes the stroke
-for its neighbour (the object moves and changes little between adjacent planes, and the
-erosion keeps the seed inside it even where it shifts or shrinks). A direction stops when
-the object vanishes or changes abruptly, the signs that the walk left the object or
-jumped to another one. The leading axis may be z or t alike.
+The stroke's plane is refined first. Each further plane is refined from its neighbour's
+mask, moved by the object's last motion (so the window follows a moving object): that
+mask eroded is the stroke (the seed stays inside the object where its edge moves) and,
+when the model takes one, the mask itself is the ``previous`` prompt. A direction stops
+at the first plane where the model is not confident of what it found — an empty plane,
+or an object that vanished or was occluded — so nothing spills into planes without it.
+The leading axis may be z or t alike.
 """
 
 from __future__ import annotations
@@ -14,19 +16,28 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.morphology import isotropic_erosion, skeletonize
 
 from napari_segmentello.engine import ModelLike, Refiner
 
-__all__ = ["propagate", "seed_from_mask"]
+__all__ = ["confidence", "propagate", "seed_from_mask"]
+
+GROWTH_STEPS = 2  # re-predictions of a plane whose mask the window cut
 
 
 class PlaneRefiner(Protocol):
-    """What propagation needs of a refiner (:class:`~napari_segmentello.engine.Refiner` has it)."""
+    """What propagation needs of a refiner (:class:`~napari_segmentello.engine.Refiner` has it).
+
+    ``spec.extras`` says whether the model takes a ``previous`` mask (``"prev"``).
+    """
+
+    threshold: float
+    spec: Any
 
     def set_image(self, image: Any) -> None: ...
 
-    def predict(self, stroke: Any) -> np.ndarray: ...
+    def predict_proba(self, stroke: Any, *, previous: Any = None) -> np.ndarray: ...
 
 
 def seed_from_mask(mask: np.ndarray, erosion: float) -> np.ndarray:
@@ -40,18 +51,22 @@ def seed_from_mask(mask: np.ndarray, erosion: float) -> np.ndarray:
     return seed if seed.any() else skeletonize(mask)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
+def confidence(prob: np.ndarray, threshold: float) -> float:
+    """Mean probability inside the mask ``prob > threshold`` (0 for an empty mask).
+
+    A network sure of an object gives its inside probabilities near 1; on a plane
+    without the object the few pixels it still claims sit just above the threshold.
+    """
+    inside = prob[prob > threshold]
+    return float(inside.mean()) if inside.size else 0.0
 
 
-def _continues(previous: np.ndarray, mask: np.ndarray, area_ratio: tuple[float, float], min_overlap: float) -> bool:
-    """Whether ``mask`` is still the object of ``previous``: not empty, similar in size, overlapping."""
-    area = np.count_nonzero(mask)
-    if area == 0:
-        return False
-    ratio = area / np.count_nonzero(previous)
-    return area_ratio[0] <= ratio <= area_ratio[1] and _iou(previous, mask) >= min_overlap
+def moved(mask: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """``mask`` shifted by the centroid motion from ``before`` to ``mask``: where the object should be next."""
+    if before is None or not before.any():
+        return mask
+    shift = np.subtract(ndi.center_of_mass(mask), ndi.center_of_mass(before))
+    return ndi.shift(mask, np.round(shift), order=0, mode="constant", cval=False)
 
 
 def _stack_shape(image: Any, stroke: np.ndarray) -> int:
@@ -72,13 +87,36 @@ def _stack_shape(image: Any, stroke: np.ndarray) -> int:
     return shape[0]
 
 
-def _check_settings(erosion: float, min_area_ratio: float, max_area_ratio: float, min_overlap: float) -> None:
+def _check_settings(erosion: float, min_confidence: float) -> None:
     if not 0.0 <= erosion < 1.0:
         raise ValueError(f"erosion must be in [0, 1) (a fraction of the object's radius), got {erosion}")
-    if not 0.0 <= min_area_ratio <= 1.0 <= max_area_ratio:
-        raise ValueError(f"need 0 <= min_area_ratio <= 1 <= max_area_ratio, got {min_area_ratio} and {max_area_ratio}")
-    if not 0.0 <= min_overlap <= 1.0:
-        raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be in [0, 1] (a mean probability), got {min_confidence}")
+
+
+def reaches_window_edge(prob: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether ``mask`` touches the edge of the refiner's window (where ``predict_proba`` is 0) inside the image.
+
+    There the window, not the object, ended the mask: a cut object, so the window must grow.
+    """
+    return bool((mask & ndi.binary_dilation(prob == 0)).any())
+
+
+def _refined(refiner: PlaneRefiner, seed: np.ndarray, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, mask) from ``seed``, ``prior`` as the ``previous`` prompt when the model takes one.
+
+    A mask cut by the window is refined again with itself as the stroke (a window
+    around the whole mask), up to ``GROWTH_STEPS`` times, so large or growing objects fit.
+    """
+    take_prev = "prev" in refiner.spec.extras
+    prob = refiner.predict_proba(seed, previous=prior if take_prev else None)
+    mask = prob > refiner.threshold
+    for _ in range(GROWTH_STEPS):
+        if not reaches_window_edge(prob, mask):
+            break
+        prob = refiner.predict_proba(seed | mask, previous=mask if take_prev else None)
+        mask = prob > refiner.threshold
+    return prob, mask
 
 
 def propagate(
@@ -90,29 +128,30 @@ def propagate(
     device: str = "auto",
     threshold: float = 0.5,
     refiner: PlaneRefiner | None = None,
-    erosion: float = 0.15,
-    min_area_ratio: float = 0.2,
-    max_area_ratio: float = 3.0,
-    min_overlap: float = 0.3,
+    erosion: float = 0.05,
+    min_confidence: float = 0.8,
+    refine_start: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Bool (Z, H, W) masks of the object under ``stroke`` (a 2D mask on plane ``index``) through the stack.
 
     ``image`` is (Z, H, W) or (Z, H, W, C), numpy or lazy (only visited planes are read).
     Plane ``index`` is refined from the stroke; each further plane from its neighbour's
-    mask eroded by ``erosion`` × its equivalent radius. A direction stops at the first
-    plane whose mask is empty, whose area is outside [``min_area_ratio``,
-    ``max_area_ratio``] times its neighbour's, or whose IoU with it is below
-    ``min_overlap``; that plane and the ones beyond stay False. ``refiner`` (anything
-    with ``set_image``/``predict``) replaces ``model``/``device``/``threshold``.
-    ``progress(done, total)`` is called after each plane is decided (planes beyond a
-    stop count as decided), ending at ``(Z, Z)``.
+    mask shifted by the object's last centroid motion, eroded by ``erosion`` × its
+    equivalent radius as the stroke (and whole as ``previous`` if the model takes it).
+    A direction stops at the first plane whose mask is empty or whose mean probability
+    inside (:func:`confidence`) is below ``min_confidence``; that plane and the ones
+    beyond stay False. ``refiner`` (see :class:`PlaneRefiner`) replaces
+    ``model``/``device``/``threshold``. With ``refine_start=False`` the stroke is taken
+    as plane ``index``'s finished mask (an existing label to carry on). ``progress(done, total)`` is called after each
+    plane is decided (planes beyond a stop count as decided), ending at ``(Z, Z)``;
+    an exception it raises (a user's Stop) ends the walk.
     """
     stroke = np.asarray(stroke)
     n = _stack_shape(image, stroke)
     if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < n:
         raise ValueError(f"index must be a plane number in [0, {n - 1}], got {index!r}")
-    _check_settings(erosion, min_area_ratio, max_area_ratio, min_overlap)
+    _check_settings(erosion, min_confidence)
     if refiner is None:
         refiner = Refiner(model, device, threshold)
     index = int(index)
@@ -125,18 +164,22 @@ def propagate(
         if progress is not None:
             progress(done, n)
 
-    refiner.set_image(image[index])
-    out[index] = refiner.predict(stroke)
+    if refine_start:
+        refiner.set_image(image[index])
+        out[index] = _refined(refiner, stroke != 0, None)[1]
+    else:
+        out[index] = stroke != 0
     decided(1)
     for step in (1, -1):
         end = n if step == 1 else -1
-        previous, k = out[index], index + step
+        before, previous, k = None, out[index], index + step
         while k != end and previous.any():
+            prior = moved(previous, before)
             refiner.set_image(image[k])
-            mask = np.asarray(refiner.predict(seed_from_mask(previous, erosion)), bool)
-            if not _continues(previous, mask, (min_area_ratio, max_area_ratio), min_overlap):
+            prob, mask = _refined(refiner, seed_from_mask(prior, erosion), prior)
+            if not mask.any() or confidence(prob, refiner.threshold) < min_confidence:
                 break
-            out[k], previous, k = mask, mask, k + step
+            out[k], before, previous, k = mask, previous, mask, k + step
             decided(1)
         decided(abs(end - k))
     return out
