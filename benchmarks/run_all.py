@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import latency, scaling, train_throughput, widget_roundtrip
+from benchmarks import latency, propagation, scaling, train_throughput, widget_roundtrip
 from benchmarks.common import (
     REPO,
     RESULTS,
@@ -32,6 +32,7 @@ from benchmarks.common import (
 BENCHMARKS = {
     "latency": latency,
     "scaling": scaling,
+    "propagation": propagation,
     "widget_roundtrip": widget_roundtrip,
     "train_throughput": train_throughput,
 }
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        help="scaling and widget: one bundled name or checkpoint path (default: first bundled)",
+        help="scaling, propagation and widget: one bundled name or checkpoint path (default: first bundled)",
     )
     p.add_argument(
         "--stand-in",
@@ -82,7 +83,7 @@ def _argv(name: str, args: argparse.Namespace, stand_in: bool) -> list[str]:
     argv += ["--stand-in"] if stand_in else []
     if name == "latency":
         return [*argv, "--device", args.device] + (["--models", args.models] if args.models else [])
-    device = args.device if name == "scaling" else ("cpu" if args.device == "auto" else args.device)
+    device = args.device if name in ("scaling", "propagation") else ("cpu" if args.device == "auto" else args.device)
     return [*argv, "--device", device] + (["--model", args.model] if args.model else [])
 
 

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -39,6 +43,7 @@ from training.propagation import main as propagation_main
 from napari_segmentello.strokes import CLICK_RADIUS, click_stroke, points_to_stroke, simulate_stroke
 
 SHAPE = (64, 80)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _disc(center, radius, shape=SHAPE) -> np.ndarray:
@@ -519,6 +524,24 @@ def test_the_evaluation_writes_its_table_json_and_strip(data_root, tmp_path):
     assert seq["frames"] == 4 and seq["first"]["start"] == 0 and seq["middle"]["start"] == 2
     assert seq["first"]["copy"]["j"][0] == 1.0 and seq["first"]["gt-start"]["j"][0] == 1.0
     assert (tmp_path / "strip.png").stat().st_size > 0 and "| dog | 4 |" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.data
+def test_the_latency_benchmark_runs_through_run_all(data_root, tmp_path):
+    """``benchmarks.run_all --only propagation --quick``: figures per propagated frame and the engine's share."""
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "m.pt", build_model("tiny16-32", working_size=64))
+    args = ["--quick", "--only", "propagation", "--model", str(path), "--device", "cpu", "--out", str(tmp_path)]
+    env = {**os.environ, "SEGMENTELLO_DATA": str(data_root)}
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run_all", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "propagation.json").read_text())
+    walk, engine = result["all"]["propagate_ms"], result["all"]["engine_ms"]
+    assert engine["n"] == 3 and 1 <= walk["n"] <= 3  # random weights may stop the walk early
+    assert all(0 < row["min"] <= row["median"] <= row["max"] for row in (walk, engine))
+    assert "### Propagation latency per frame" in (tmp_path / "performance.md").read_text()
 
 
 def test_first_drop_under_half_in_each_direction():
