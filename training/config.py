@@ -16,7 +16,7 @@ from typing import Any
 
 _NONE = ("none", "null")
 # Fields that may be left unset (TOML has no null); their type when set.
-_OPTIONAL = {"max_images": int, "max_steps": int, "time_budget": float, "init_checkpoint": str}
+_OPTIONAL = {"max_images": int, "max_steps": int, "max_val_objects": int, "time_budget": float, "init_checkpoint": str}
 
 
 @dataclass
@@ -36,6 +36,7 @@ class TrainConfig:
     min_area: int = 64
     max_images: int | None = None  # per dataset, for quick runs
     val_fraction: float = 0.1  # share of the TRAIN images held out for early stopping
+    max_val_objects: int | None = None  # validate on a seeded subset of the held-out objects (cost per epoch)
     correction_prob: float = 0.0  # share of samples that are correction rounds (needs extras neg + prev)
     negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
@@ -129,6 +130,7 @@ def _check_names(cfg: TrainConfig) -> None:
     """Model, spec overrides, loss and protocol must exist: fail at load time, not an hour into a run."""
     from napari_segmentello.losses import make_loss
     from napari_segmentello.models import get_spec
+    from napari_segmentello.samples import BOX_PROTOCOL
     from napari_segmentello.strokes import PROTOCOLS
 
     spec = get_spec(cfg.model, **cfg.spec)
@@ -141,9 +143,10 @@ def _check_names(cfg: TrainConfig) -> None:
         _check_init_spec(cfg.init_checkpoint, spec)
     make_loss(cfg.loss)
     names = [cfg.protocol] if isinstance(cfg.protocol, str) else list(cfg.protocol)
-    unknown = [n for n in names if n not in PROTOCOLS]
+    valid = [*PROTOCOLS, BOX_PROTOCOL] if "box" in spec.extras else list(PROTOCOLS)
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        raise KeyError(f"unknown stroke protocol(s) {unknown}; valid names: {list(PROTOCOLS)}")
+        raise KeyError(f"unknown stroke protocol(s) {unknown} for this model; valid names: {valid}")
 
 
 def _check_init_spec(path: str, spec: Any) -> None:

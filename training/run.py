@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
@@ -210,6 +211,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.sources = open_sources(cfg)
         train_items, val_items = split_items(self.sources, cfg.val_fraction, cfg.seed)
+        if cfg.max_val_objects is not None and len(val_items) > cfg.max_val_objects:
+            keep = np.random.default_rng([cfg.seed, 1]).choice(len(val_items), cfg.max_val_objects, replace=False)
+            val_items = [val_items[i] for i in sorted(keep)]
         if not train_items or not val_items:
             raise ValueError(
                 f"need objects for both training ({len(train_items)}) and validation ({len(val_items)}); "

@@ -18,7 +18,7 @@ from skimage.draw import disk
 
 from napari_segmentello.inputs import Box, prepare_window, window_input
 from napari_segmentello.roi import ROI, crop, focus_roi, next_context, resize_mask, start_context, stroke_bbox
-from napari_segmentello.strokes import correction_strokes, simulate_stroke
+from napari_segmentello.strokes import background_strokes, correction_strokes, jittered_box, simulate_stroke
 
 __all__ = ["BOX_PROTOCOL", "DEFAULT_MIX", "PromptMix", "Sample", "context_windows", "make_sample", "perturb_mask"]
 
@@ -100,8 +100,6 @@ def _object_sample(
     mix: PromptMix,
 ) -> Sample:
     """An object-aware sample: prompts, then one of the engine's windows (a pass-1 step or the focus window)."""
-    from napari_segmentello.strokes import background_strokes, jittered_box  # TODO(lead): top-level once landed
-
     name = protocol if isinstance(protocol, str) else _pick(protocol, rng)
     box = jittered_box(gt, rng) if name == BOX_PROTOCOL else None
     stroke = np.zeros(gt.shape, bool) if box is not None else simulate_stroke(gt, name, rng)

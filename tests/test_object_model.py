@@ -1,0 +1,234 @@
+"""The object-aware family (issue 13): pretrained encoder, zero-init prompt fusion, the coarse-to-fine context rule.
+
+An *oracle* stand-in network (bright pixels are the object, "not this" pixels are not)
+checks the engine's window geometry exactly, without depending on a trained model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data
+from skimage.draw import disk
+from skimage.transform import resize
+from torch import nn
+
+from napari_segmentello.checkpoint import load_model_from_checkpoint, save_checkpoint
+from napari_segmentello.engine import Refiner, check_box
+from napari_segmentello.inputs import intensity_range, window_input
+from napari_segmentello.models import build_model, get_spec
+from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
+from napari_segmentello.roi import ROI, start_context, stroke_bbox
+from napari_segmentello.samples import PromptMix, context_windows, make_sample
+
+SPEC = get_spec("lite0-128")
+NEG = 3 + SPEC.extras.index("neg")
+
+
+class Oracle(nn.Module):
+    """Logits from the image: bright is object, a "not this" pixel is not. Records every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = SPEC
+        self.batches: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.clone())
+        return 40.0 * x[:, :1] - 100.0 * x[:, NEG : NEG + 1]
+
+
+def _disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[disk(centre, radius, shape=shape)] = True
+    return mask
+
+
+def _covers(roi: ROI, mask: np.ndarray) -> bool:
+    y0, y1, x0, x1 = stroke_bbox(mask)
+    return roi.y0 <= y0 and roi.x0 <= x0 and roi.y0 + roi.size >= y1 and roi.x0 + roi.size >= x1
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+# ---------------------------------------------------------------- encoder
+
+
+def test_every_encoder_key_loads_from_the_package_file():
+    encoder = EfficientNetLite0(max_stride=32)
+    info = encoder.load_pretrained()
+    state = torch.load(pretrained_file(), map_location="cpu", weights_only=True)
+    assert info["file"] == pretrained_file().name and len(info["sha256"]) == 64
+    own = encoder.state_dict()
+    assert set(own) <= set(state)
+    assert set(state) - set(own) == {k for k in state if k.startswith(("_conv_head", "_bn1.", "_fc"))}
+    for key, value in own.items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_the_pretrained_encoder_knows_a_cat():
+    """chelsea (scikit-image) is ImageNet class 285, Egyptian cat: the weights are real and laid out right."""
+    encoder = EfficientNetLite0(max_stride=32).eval()
+    encoder.load_pretrained()
+    state = torch.load(pretrained_file(), map_location="cpu", weights_only=True)
+    image = resize(data.chelsea(), (224, 224), anti_aliasing=True)
+    x = torch.from_numpy((image * 255 - 127) / 128).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        features = F.conv2d(encoder(x)[-1], state["_conv_head.weight"])
+        bn = [state[f"_bn1.{k}"] for k in ("running_mean", "running_var", "weight", "bias")]
+        features = F.batch_norm(features, *bn, eps=1e-3).clamp(0, 6).mean((2, 3))
+        logits = F.linear(features, state["_fc.weight"], state["_fc.bias"])
+    assert int(logits.argmax()) == 285
+
+
+def test_prompt_injection_is_a_no_op_at_init():
+    torch.manual_seed(0)
+    net = build_model("lite0-128").eval()
+    net.encoder.load_pretrained()
+    rgb = torch.rand(2, 3, 64, 64) * 2 - 1
+    prompts = (torch.rand(2, len(SPEC.extras), 64, 64) > 0.7).float()
+    with torch.no_grad():
+        stem = net.encoder.stem(rgb)
+        assert torch.equal(net.fusion(stem, prompts), stem)
+        plain = net.encoder(rgb)
+        fused = net.encoder.forward_from_stem(net.fusion(stem, prompts))
+    for a, b in zip(plain, fused, strict=True):
+        assert torch.equal(a, b)
+    assert [t.shape[1] for t in plain] == [16, 24, 40, 112]
+
+
+@pytest.mark.parametrize("name", ["lite0-128", "lite0-256"])
+def test_any_size_in_every_parameter_trained(name):
+    torch.manual_seed(0)
+    net = build_model(name)
+    x = torch.randn(2, net.spec.in_channels, 45, 67, requires_grad=True)
+    logits = net(x)
+    assert logits.shape == (2, 1, 45, 67)
+    logits.square().mean().backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not dead, dead
+
+
+def test_checkpoint_alone_rebuilds_the_model(tmp_path):
+    torch.manual_seed(0)
+    net = build_model("lite0-128").eval()
+    path = save_checkpoint(tmp_path / "lite0.pt", net)
+    again = load_model_from_checkpoint(path)
+    x = torch.randn(1, net.spec.in_channels, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(net(x), again(x), atol=1e-5)
+    assert again.spec == net.spec and path.stat().st_size < 25 * 2**20
+
+
+# ---------------------------------------------------------------- context rule
+
+
+def test_a_small_stroke_on_a_large_object_gets_a_window_that_holds_it():
+    """Disc of radius 200, a 10-px stroke at its centre: the rule grows the window until it covers the disc."""
+    gt = _disc((700, 700), (350, 350), 200)
+    stroke = np.zeros_like(gt)
+    stroke[350, 345:355] = True
+    windows = context_windows(gt, stroke_bbox(stroke), SPEC.working_size)
+    assert not _covers(windows[0], gt) and _covers(windows[-1], gt)
+    assert [w.size for w in windows] == sorted(w.size for w in windows)
+
+    refiner = Refiner(Oracle())
+    refiner.set_image(gt.astype(np.float32))
+    assert _iou(refiner.predict(stroke), gt) > 0.97
+
+
+def test_a_click_at_the_centre_of_a_300_px_object_finds_the_object():
+    gt = _disc((800, 900), (400, 450), 150)
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(gt.astype(np.float32))
+    click = _disc(gt.shape, (400, 450), 4.5)
+    assert _iou(refiner.predict(click), gt) > 0.97
+    assert len(oracle.batches) >= 3  # grown at least once, then the focus pass
+
+
+def test_negative_strokes_outside_the_first_window_change_the_answer():
+    gt = _disc((700, 700), (350, 350), 200)
+    stroke = np.zeros_like(gt)
+    stroke[350, 345:355] = True
+    negative = np.zeros_like(gt)
+    negative[330:370, 480:500] = True  # inside the disc, far outside the first 64-px window
+    first = start_context(stroke_bbox(stroke))
+    assert not negative[max(first.y0, 0) : first.y0 + first.size, max(first.x0, 0) : first.x0 + first.size].any()
+
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(gt.astype(np.float32))
+    plain = refiner.predict(stroke)
+    oracle.batches.clear()
+    corrected = refiner.predict(stroke, negative=negative)
+    assert plain[negative].all() and not corrected[negative].any()
+    assert any(b[:, NEG].any() for b in oracle.batches), "the network never saw the negative stroke"
+
+
+def test_training_and_inference_cut_identical_windows():
+    """With the ground truth as the image, the oracle's masks are the ground truth's: same windows, same inputs."""
+    gt = _disc((600, 640), (300, 330), 170)
+    image = gt.astype(np.float32)
+    stroke = np.zeros_like(gt)
+    stroke[295:305, 320:340] = True
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image)
+    refiner.predict(stroke)
+    windows = context_windows(gt, stroke_bbox(stroke), SPEC.working_size)
+    lo, hi = intensity_range(image[..., None])
+    assert len(oracle.batches) == len(windows) + 1  # every pass-1 step, then the focus pass
+    for batch, roi in zip(oracle.batches, windows, strict=False):
+        expected = window_input(image[..., None], roi, SPEC, lo, hi, pos=stroke)
+        np.testing.assert_allclose(batch[0].numpy(), expected, atol=1e-6)
+
+
+def test_training_samples_use_the_engine_windows():
+    gt = _disc((600, 640), (300, 330), 170)
+    image = np.repeat(gt.astype(np.float32)[..., None], 3, axis=2)
+    lo, hi = intensity_range(image)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        sample = make_sample(image, gt, SPEC, "human-scribble", rng, lo=lo, hi=hi, mix=PromptMix(0.5, 0.0))
+        windows = context_windows(gt, stroke_bbox(sample.stroke), SPEC.working_size)
+        assert sample.roi in windows
+        assert sample.x.shape == (SPEC.in_channels, SPEC.working_size, SPEC.working_size)
+
+
+# ---------------------------------------------------------------- boxes
+
+
+def test_a_box_alone_is_a_prompt_and_reaches_its_channel():
+    gt = _disc((300, 300), (150, 150), 60)
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(gt.astype(np.float32))
+    mask = refiner.predict(box=(85, 85, 215, 215))
+    assert _iou(mask, gt) > 0.95
+    box_channel = 3 + SPEC.extras.index("box")
+    assert all(b[:, box_channel].any() for b in oracle.batches)
+
+
+@pytest.mark.parametrize(
+    ("box", "message"),
+    [((50, 50, 40, 60), "inverted"), ((50, 50, 50, 60), "empty"), ((400, 400, 500, 500), "outside"), ((1, 2, 3), "4")],
+)
+def test_bad_boxes_are_clear_value_errors(box, message):
+    with pytest.raises(ValueError, match=message):
+        check_box(box, (300, 300))
+
+
+def test_boxes_are_clipped_to_the_image():
+    assert check_box((-10, -5, 120, 400), (100, 300)) == (0, 0, 100, 300)
+
+
+def test_a_model_without_a_box_channel_refuses_a_box():
+    refiner = Refiner(build_model("tiny16-32"))
+    refiner.set_image(np.zeros((50, 50), np.float32))
+    with pytest.raises(ValueError, match="takes no box"):
+        refiner.predict(box=(5, 5, 20, 20))

@@ -1,0 +1,79 @@
+"""Training the object-aware family: ImageNet start, frozen vs finetuned encoder, resume, the shipped config.
+
+Tiny real runs (3 coco-mini train images, 2 batches of 2, 64-px windows) through
+``training.run.main`` as the command line calls it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from napari_segmentello.checkpoint import load_checkpoint
+from napari_segmentello.models.efficientnet import pretrained_file
+
+from training import run  # noqa: E402
+from training.config import load_config  # noqa: E402
+
+CONFIG = Path(run.__file__).parent / "configs" / "lite0-128.toml"
+FAST = ["--config", str(CONFIG), "--max-images", "3", "--max-steps", "2", "--batch-size", "2", "--workers", "0"]
+FAST += ["--device", "cpu", "--threads", "1", "--set", "spec.working_size=64"]
+FAST += ["--set", 'datasets=[{dataset = "coco-mini", split = "train"}]']
+
+
+def train(out: Path, *argv: str) -> int:
+    threads = torch.get_num_threads()
+    try:
+        return run.main([*FAST, "--out", str(out), *argv])
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _encoder(path: Path) -> dict[str, torch.Tensor]:
+    state = load_checkpoint(path).state_dict
+    return {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+
+
+def _moved(encoder: dict[str, torch.Tensor]) -> list[str]:
+    imagenet = torch.load(pretrained_file(), map_location="cpu", weights_only=True)
+    return [k for k, v in encoder.items() if k.endswith("weight") and not torch.equal(v, imagenet[k].float())]
+
+
+def test_the_shipped_config_trains_the_object_family_on_every_instance_set():
+    cfg = load_config(CONFIG)
+    assert cfg.model.startswith("lite0") and cfg.pretrained
+    assert {d["dataset"] for d in cfg.datasets} == {
+        "coco-mini",
+        "coco-mval",
+        "dsb2018-nuclei",
+        "nuclei-histology",
+        "em-isbi2012",
+    }
+    assert all(d.get("split", "train") == "train" for d in cfg.datasets)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_frozen_encoder_stays_imagenet_and_finetuned_one_moves(tmp_path):
+    assert train(tmp_path / "frozen", "--epochs", "1", "--set", "encoder_lr_scale=0") == 0
+    assert not _moved(_encoder(tmp_path / "frozen" / run.LAST))
+    assert train(tmp_path / "tuned", "--epochs", "1") == 0
+    assert _moved(_encoder(tmp_path / "tuned" / run.LAST))
+    provenance = load_checkpoint(tmp_path / "tuned" / run.LAST).provenance
+    assert provenance["pretrained_encoder"]["file"] == pretrained_file().name
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_resume_continues_an_object_model_run(tmp_path):
+    out = tmp_path / "run"
+    assert train(out, "--epochs", "1") == 0
+    shutil.copytree(out, tmp_path / "first")
+    assert train(out, "--resume", "--epochs", "2", "--set", "schedule=cosine") == 0
+    assert load_checkpoint(out / run.LAST).extra["epoch"] == 2
+    assert run.state_hash(load_checkpoint(out / run.LAST).state_dict) != run.state_hash(
+        load_checkpoint(tmp_path / "first" / run.LAST).state_dict
+    )
