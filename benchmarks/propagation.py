@@ -68,11 +68,11 @@ def frame_times(refiner: Any, frames: np.ndarray, start_mask: np.ndarray) -> lis
 
 def engine_times(refiner: Any, frames: np.ndarray, masks: np.ndarray) -> list[float]:
     """Milliseconds of one ``set_image`` + ``predict_proba`` per frame, from that frame's true eroded core."""
-    from napari_segmentello.propagate import seed_from_mask
+    from napari_segmentello.propagate import EROSION, seed_from_mask
 
     times = []
     for frame, mask in zip(frames[1:], masks[1:], strict=True):
-        seed = seed_from_mask(mask, 0.05)  # untimed: the prompt is not the engine's work
+        seed = seed_from_mask(mask, EROSION)  # untimed: the prompt is not the engine's work
         began = time.perf_counter()
         refiner.set_image(frame)
         refiner.predict_proba(seed)

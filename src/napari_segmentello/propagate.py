@@ -24,6 +24,7 @@ from napari_segmentello.engine import ModelLike, Refiner
 __all__ = ["confidence", "propagate", "seed_from_mask"]
 
 GROWTH_STEPS = 2  # re-predictions of a plane whose mask the window cut
+EROSION = 0.15  # seed = mask eroded by this × its radius; on DAVIS from the true mask: J 0.61 (0.05: 0.44, 0.3: 0.38)
 
 
 class PlaneRefiner(Protocol):
@@ -128,7 +129,7 @@ def propagate(
     device: str = "auto",
     threshold: float = 0.5,
     refiner: PlaneRefiner | None = None,
-    erosion: float = 0.05,
+    erosion: float = EROSION,
     min_confidence: float = 0.8,
     refine_start: bool = True,
     progress: Callable[[int, int], None] | None = None,
