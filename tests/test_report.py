@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import pytest
 
 from training import evaluate, noc, report
 
@@ -100,7 +99,7 @@ def test_splice_sections_writes_only_the_blocks_given(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- real:begin -->\nold\n<!-- real:end -->\nb\n<!-- box:begin -->\nkeep\n<!-- box:end -->\n")
     path = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.5], "identity": [0.1]}, model_prompt="stroke")
-    args = argparse.Namespace(performance=None, noc=None, real=path, clicks=None, box=None)
+    args = argparse.Namespace(performance=None, noc=None, real=[path], clicks=None, box=None)
     assert report.splice_sections(args, readme)
     text = readme.read_text()
     assert "old" not in text and "| **default** | 0.500 |" in text and "keep" in text
@@ -115,7 +114,11 @@ def test_every_block_has_its_markers_in_the_readme():
         assert f"<!-- {name}:begin -->" in text and f"<!-- {name}:end -->" in text
 
 
-def test_real_block_needs_exactly_one_run(tmp_path):
-    path = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.5]}, model_prompt="stroke")
-    with pytest.raises(ValueError):
-        report.real_block([path, path])
+def test_real_block_puts_several_models_side_by_side_with_the_first_runs_baselines(tmp_path):
+    new = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.8], "grabcut": [0.4]}, model_prompt="stroke")
+    old = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.6], "grabcut": [0.3]}, model_prompt="stroke")
+    old.write_text(old.read_text().replace('"model": "default"', '"model": "tiny-2025"'))
+    lines = report.real_block([new, old])
+    assert _row(lines, "| **default**")[1] == "0.800" and _row(lines, "| **tiny-2025**")[1] == "0.600"
+    assert _row(lines, "| GrabCut")[1] == "0.400"  # the baselines of the first run, once
+    assert sum(line.startswith("Command:") for line in lines) == 2

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", action="store_true", help="splice the table into README.md")
     p.add_argument("--performance", type=Path, help="a benchmarks Markdown file to splice into README.md")
     p.add_argument("--noc", type=Path, nargs="+", help="training.noc noc.md files to splice into README.md")
-    p.add_argument("--real", type=Path, help="results.json of evaluate --protocol real (acdc-scribbles)")
+    p.add_argument(
+        "--real", type=Path, nargs="+", help="results.json of evaluate --protocol real (acdc-scribbles), one per model"
+    )
     p.add_argument("--clicks", type=Path, nargs="+", help="noc.json files of noc --protocol clicks, one per dataset")
     p.add_argument("--box", type=Path, nargs="+", help="results.json files of evaluate --protocol box")
     return p
@@ -137,11 +139,15 @@ def _commands(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def real_block(files: list[Path]) -> list[str]:
-    """The "Real human strokes" table: every method given the annotator's recorded strokes."""
-    (r,) = [json.loads(f.read_text()) for f in files]
+    """The "Real human strokes" table: every model given the annotator's recorded strokes, the baselines of the first.
+
+    Several files (one per model, same objects) put the models side by side.
+    """
+    runs = [json.loads(f.read_text()) for f in files]
+    r = runs[0]
     names = {**METHOD_NAMES, "grabcut": "GrabCut (strokes as sure fg/bg)", "randomwalker": "random walker (same seeds)"}
     lines = [
-        f"Command: `{r['command']}`.",
+        *(f"Command: `{run['command']}`." for run in runs),
         "",
         f"{r['n_objects']} objects of {_dataset_label(r)} (a seeded subset), each scored from the strokes a person "
         f'drew on it: the stroke over the object and the background ("not this") strokes of its slice. The model '
@@ -151,9 +157,10 @@ def real_block(files: list[Path]) -> list[str]:
         "| method | IoU | bIoU 2% | bIoU 1px | HD95 (px) | latency (ms) |",
         "|---|---|---|---|---|---|",
     ]
+    lines += [f"| {_model_name(run)} | {metric_cells(run['methods'][evaluate.MODEL])} |" for run in runs]
     for method, s in r["methods"].items():
-        name = _model_name(r) if method == evaluate.MODEL else names.get(method, method)
-        lines.append(f"| {name} | {metric_cells(s)} |")
+        if method != evaluate.MODEL:
+            lines.append(f"| {names.get(method, method)} | {metric_cells(s)} |")
     return lines
 
 
@@ -217,7 +224,7 @@ BLOCKS = {"real": real_block, "clicks": clicks_block, "box": box_block}
 def splice_sections(args: argparse.Namespace, readme: Path) -> bool:
     """Splice every README block given on the command line; False when none was."""
     files = {"performance": [args.performance] if args.performance else [], "noc": args.noc or []}
-    files |= {"real": [args.real] if args.real else [], "clicks": args.clicks or [], "box": args.box or []}
+    files |= {"real": args.real or [], "clicks": args.clicks or [], "box": args.box or []}
     for name, paths in files.items():
         if not paths:
             continue

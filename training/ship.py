@@ -20,8 +20,8 @@ import torch
 
 from napari_segmentello.checkpoint import HALF_PROB_ATOL, load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
-from napari_segmentello.inputs import intensity_range, prepare_window
-from napari_segmentello.strokes import simulate_stroke
+from napari_segmentello.inputs import intensity_range
+from napari_segmentello.samples import make_sample
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "src" / "napari_segmentello" / "weights"
 SHOWN = ("iou", "boundary_iou", "boundary_iou_1px", "hd95")  # the val metrics a checkpoint carries
@@ -54,8 +54,7 @@ def half_drift(path: Path, objects: int) -> float:
         for i in range(min(objects, len(instances))):
             inst = instances[i]
             lo, hi = intensity_range(inst.image)
-            stroke = simulate_stroke(inst.mask, "scribble", rng)
-            x, _ = prepare_window(inst.image, stroke, full.spec, lo, hi)
+            x = make_sample(inst.image, inst.mask, full.spec, "scribble", rng, lo=lo, hi=hi).x  # its own windows
             batch = torch.from_numpy(x[None])
             a, b = torch.sigmoid(full(batch)), torch.sigmoid(rounded(batch))
             worst = max(worst, float((a - b).abs().max()))
