@@ -21,7 +21,7 @@ from napari_segmentello.inputs import intensity_range, window_input
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, start_context, stroke_bbox
-from napari_segmentello.samples import PromptMix, context_windows, make_sample
+from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample
 
 SPEC = get_spec("lite0-128")
 NEG = 3 + SPEC.extras.index("neg")
@@ -232,3 +232,10 @@ def test_a_model_without_a_box_channel_refuses_a_box():
     refiner.set_image(np.zeros((50, 50), np.float32))
     with pytest.raises(ValueError, match="takes no box"):
         refiner.predict(box=(5, 5, 20, 20))
+
+
+def test_earlier_answers_in_training_are_sometimes_far_off():
+    """Correction and pass-2 samples must not teach "copy the previous mask": some earlier masks are coarse."""
+    gt = _disc((200, 200), (100, 100), 50)
+    ious = [_iou(earlier_mask(gt, np.random.default_rng(seed)), gt) for seed in range(16)]
+    assert min(ious) < 0.8 and max(ious) > 0.8 and min(ious) >= 0.45

@@ -18,7 +18,13 @@ from skimage.draw import disk
 
 from napari_segmentello.inputs import Box, prepare_window, window_input
 from napari_segmentello.roi import ROI, crop, focus_roi, next_context, resize_mask, start_context, stroke_bbox
-from napari_segmentello.strokes import background_strokes, correction_strokes, jittered_box, simulate_stroke
+from napari_segmentello.strokes import (
+    background_strokes,
+    coarse_stroke,
+    correction_strokes,
+    jittered_box,
+    simulate_stroke,
+)
 
 __all__ = ["BOX_PROTOCOL", "DEFAULT_MIX", "PromptMix", "Sample", "context_windows", "make_sample", "perturb_mask"]
 
@@ -80,6 +86,15 @@ class PromptMix:
 DEFAULT_MIX = PromptMix()
 
 
+def earlier_mask(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An earlier answer to correct: half the time close (:func:`perturb_mask`), half a coarse mask at IoU 0.5-0.95.
+
+    Earlier answers only ever close to the truth teach a model to copy its previous mask; in correction
+    rounds and in pass 2 the previous mask can be far off, and the clicks and the image must win.
+    """
+    return coarse_stroke(gt, rng) if rng.random() < 0.5 else perturb_mask(gt, rng)
+
+
 def context_windows(gt: np.ndarray, prompt_box: tuple[int, int, int, int], size: int) -> list[ROI]:
     """Pass 1's windows for an object, the engine's growth rule with the ground truth as the prediction."""
     rois = [start_context(prompt_box)]
@@ -106,7 +121,7 @@ def _object_sample(
     neg = background_strokes(gt, rng) if rng.random() < mix.negative else None
     prev = None
     if correction:
-        prev = perturb_mask(gt, rng)
+        prev = earlier_mask(gt, rng)
         pos, fix = correction_strokes(gt, prev, rng)
         stroke, neg = stroke | pos, fix if neg is None else neg | fix
     boxes = [] if not stroke.any() else [stroke_bbox(stroke)]
@@ -115,7 +130,7 @@ def _object_sample(
     if prev is not None and prev.any():
         boxes.append(stroke_bbox(prev))
     if rng.random() < mix.focus:  # pass 2: a coarse mask (as pass 1 would give) in its focus window
-        prev = perturb_mask(gt, rng) if prev is None else prev
+        prev = earlier_mask(gt, rng) if prev is None else prev
         roi = focus_roi(stroke_bbox(prev if prev.any() else gt))
     else:
         y0, y1, x0, x1 = zip(*boxes, strict=True)
