@@ -19,6 +19,7 @@ from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
 from napari_segmentello._qt.boxes import BOX_LABEL, free_id, pixel_box, plane_boxes
 from napari_segmentello._qt.controller import ERASE_ID
+from napari_segmentello.engine import list_models
 from napari_segmentello.models import get_spec
 
 
@@ -120,3 +121,16 @@ def test_panels_import_without_each_other():
         code = f"import sys, napari_segmentello._qt.{panel}; print([m for m in {others!r} if m in sys.modules])"
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and done.stdout.strip() == "[]", (panel, done.stdout, done.stderr[-2000:])
+
+
+@pytest.mark.gui
+def test_boxes_with_the_bundled_object_model(setup, qtbot, sample):
+    """The bundled ``lite0`` weights (object-aware, box channel) segment each sample coin from its box."""
+    assert "lite0" in list_models(), "src/napari_segmentello/weights/lite0.pt is missing"
+    image, _, reference = sample
+    viewer, widget = setup(image)
+    widget.model_combo.setCurrentIndex(widget.model_combo.findText("lite0"))
+    boxes = widget.prompting.box_mode()
+    boxes.add_rectangles(rectangle(reference == 1))
+    qtbot.waitUntil(lambda: "coins refined" in viewer.layers and not widget.busy, timeout=WAIT_MS)
+    assert iou(reference == 1, viewer.layers["coins refined"].data == 1) >= 0.85
