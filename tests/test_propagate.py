@@ -36,7 +36,7 @@ from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.engine import Refiner
 from napari_segmentello.models import build_model
-from napari_segmentello.propagate import confidence, moved, propagate, reaches_window_edge, seed_from_mask
+from napari_segmentello.propagate import confidence, moved, propagate, seed_from_mask
 from napari_segmentello.roi import roi_from_stroke
 from training.propagation import first_below, load_sequence, start_frame
 from training.propagation import main as propagation_main
@@ -183,30 +183,6 @@ def test_moved_shifts_by_the_centroid_motion():
     a, b = _disc((30, 30), 5), _disc((33, 26), 5)
     np.testing.assert_array_equal(moved(b, a), _disc((36, 22), 5))
     np.testing.assert_array_equal(moved(b, None), b)
-
-
-def test_a_mask_cut_by_the_window_is_refined_again_in_a_larger_one():
-    """A refiner that sees only a window twice its stroke's extent: a big object needs the growth step."""
-    big = _disc((32, 40), 25)
-
-    class Windowed(StandIn):
-        def __init__(self) -> None:
-            self.strokes = []
-
-        def set_image(self, image) -> None:
-            pass
-
-        def predict_proba(self, stroke, *, previous=None):
-            self.strokes.append(stroke.sum())
-            window = ndi.binary_dilation(stroke, iterations=int(np.sqrt(stroke.sum())))
-            return np.where(window, np.where(big, 0.99, BACKGROUND), 0.0).astype(np.float32)
-
-    refiner = Windowed()
-    prob = refiner.predict_proba(_disc((32, 40), 3))
-    assert reaches_window_edge(prob, prob > 0.5)
-    out = propagate(_indexed(2), _disc((32, 40), 3), 0, refiner=refiner)
-    np.testing.assert_array_equal(out[0], big)
-    assert len(refiner.strokes) > 2  # the start plane was grown
 
 
 @pytest.mark.parametrize(

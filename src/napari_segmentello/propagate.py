@@ -23,7 +23,6 @@ from napari_segmentello.engine import ModelLike, Refiner
 
 __all__ = ["confidence", "propagate", "seed_from_mask"]
 
-GROWTH_STEPS = 2  # re-predictions of a plane whose mask the window cut
 EROSION = 0.15  # seed = mask eroded by this × its radius; on DAVIS from the true mask: J 0.61 (0.05: 0.44, 0.3: 0.38)
 
 
@@ -95,29 +94,17 @@ def _check_settings(erosion: float, min_confidence: float) -> None:
         raise ValueError(f"min_confidence must be in [0, 1] (a mean probability), got {min_confidence}")
 
 
-def reaches_window_edge(prob: np.ndarray, mask: np.ndarray) -> bool:
-    """Whether ``mask`` touches the edge of the refiner's window (where ``predict_proba`` is 0) inside the image.
-
-    There the window, not the object, ended the mask: a cut object, so the window must grow.
-    """
-    return bool((mask & ndi.binary_dilation(prob == 0)).any())
-
-
 def _refined(refiner: PlaneRefiner, seed: np.ndarray, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(probability, mask) from ``seed``, ``prior`` as the ``previous`` prompt when the model takes one.
 
-    A mask cut by the window is refined again with itself as the stroke (a window
-    around the whole mask), up to ``GROWTH_STEPS`` times, so large or growing objects fit.
+    The window follows the object through the seed (the moved previous mask, eroded); object-aware
+    models grow their own windows in the engine. Re-refining a mask cut by a stroke model's window
+    with itself as the stroke was tried and removed: on the sample-coin stack it let the mask spread
+    over neighbouring objects (IoU 0.97 on the start plane, 0.04-0.13 two planes on).
     """
     take_prev = "prev" in refiner.spec.extras
     prob = refiner.predict_proba(seed, previous=prior if take_prev else None)
-    mask = prob > refiner.threshold
-    for _ in range(GROWTH_STEPS):
-        if not reaches_window_edge(prob, mask):
-            break
-        prob = refiner.predict_proba(seed | mask, previous=mask if take_prev else None)
-        mask = prob > refiner.threshold
-    return prob, mask
+    return prob, prob > refiner.threshold
 
 
 def propagate(
