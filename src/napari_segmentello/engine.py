@@ -33,12 +33,12 @@ from napari_segmentello.roi import (
     mask_box,
     next_context,
     paste,
+    prompt_extent,
     resample_window,
     resize_image,
     roi_from_stroke,
     start_context,
     stroke_bbox,
-    union_box,
 )
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
@@ -218,12 +218,8 @@ class _Object:
     box: Box | None
 
     def extent(self, previous_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
-        """Where the prompts are: the union of the stroke's, the box's and the previous mask's boxes."""
-        boxes = [b for b in (self.stroke_box, previous_box) if b is not None]
-        if self.box is not None:
-            r0, c0, r1, c1 = self.box
-            boxes.append((r0, r1, c0, c1))
-        return union_box(boxes)
+        """Where the prompts are (:func:`roi.prompt_extent`)."""
+        return prompt_extent(self.stroke_box, self.box, previous_box)
 
 
 @dataclass(frozen=True)
@@ -434,7 +430,7 @@ class Refiner:
         """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces ``prev``."""
         x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=neg, prev=prev, box=obj.box)
         if coarse is not None and "prev" in self.spec.extras:
-            x[3 + self.spec.extras.index("prev")] = coarse
+            x[self.spec.image_channels + self.spec.extras.index("prev")] = coarse
         return x
 
     def _stroke_windows(

@@ -92,11 +92,22 @@ FOCUS_MIN = 24
 EDGE_BAND = 1.0 / 64  # the share of the window's side that counts as "at the edge"
 
 
-def union_box(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
-    """The (y0, y1, x0, x1) box holding every box in ``boxes``."""
-    if not boxes:
+Extent = tuple[int, int, int, int]  # (y0, y1, x0, x1), end-exclusive, as stroke_bbox gives
+
+
+def prompt_extent(stroke: Extent | None, box: tuple[int, int, int, int] | None, previous: Extent | None) -> Extent:
+    """Where an object's prompts are: the union of the stroke's box, the user's box and the previous mask's box.
+
+    ``box`` is the user's ``(row0, col0, row1, col1)``; the others are ``stroke_bbox`` extents.
+    The engine and training both start pass 1 from this.
+    """
+    extents = [e for e in (stroke, previous) if e is not None]
+    if box is not None:
+        r0, c0, r1, c1 = box
+        extents.append((r0, r1, c0, c1))
+    if not extents:
         raise ValueError("no prompt: give a stroke, a click or a box")
-    y0, y1, x0, x1 = zip(*boxes, strict=True)
+    y0, y1, x0, x1 = zip(*extents, strict=True)
     return min(y0), max(y1), min(x0), max(x1)
 
 

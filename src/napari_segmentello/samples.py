@@ -17,12 +17,22 @@ from scipy import ndimage
 from skimage.draw import disk
 
 from napari_segmentello.inputs import Box, prepare_window, window_input
-from napari_segmentello.roi import ROI, crop, focus_roi, next_context, resize_mask, start_context, stroke_bbox
+from napari_segmentello.roi import (
+    ROI,
+    crop,
+    focus_roi,
+    next_context,
+    prompt_extent,
+    resize_mask,
+    start_context,
+    stroke_bbox,
+)
 from napari_segmentello.strokes import (
     background_strokes,
     coarse_stroke,
     correction_strokes,
     jittered_box,
+    pick_protocol,
     simulate_stroke,
 )
 
@@ -115,7 +125,7 @@ def _object_sample(
     mix: PromptMix,
 ) -> Sample:
     """An object-aware sample: prompts, then one of the engine's windows (a pass-1 step or the focus window)."""
-    name = protocol if isinstance(protocol, str) else _pick(protocol, rng)
+    name = protocol if isinstance(protocol, str) else pick_protocol(protocol, rng, also=(BOX_PROTOCOL,))
     box = jittered_box(gt, rng) if name == BOX_PROTOCOL else None
     stroke = np.zeros(gt.shape, bool) if box is not None else simulate_stroke(gt, name, rng)
     neg = background_strokes(gt, rng) if rng.random() < mix.negative else None
@@ -124,27 +134,17 @@ def _object_sample(
         prev = earlier_mask(gt, rng)
         pos, fix = correction_strokes(gt, prev, rng)
         stroke, neg = stroke | pos, fix if neg is None else neg | fix
-    boxes = [] if not stroke.any() else [stroke_bbox(stroke)]
-    if box is not None:
-        boxes.append((box[0], box[2], box[1], box[3]))
-    if prev is not None and prev.any():
-        boxes.append(stroke_bbox(prev))
     if rng.random() < mix.focus:  # pass 2: a coarse mask (as pass 1 would give) in its focus window
         prev = earlier_mask(gt, rng) if prev is None else prev
         roi = focus_roi(stroke_bbox(prev if prev.any() else gt))
-    else:
-        y0, y1, x0, x1 = zip(*boxes, strict=True)
-        windows = context_windows(gt, (min(y0), max(y1), min(x0), max(x1)), spec.working_size)
+    else:  # pass 1, from where the prompts are
+        earlier = stroke_bbox(prev) if prev is not None and prev.any() else None
+        extent = prompt_extent(stroke_bbox(stroke) if stroke.any() else None, box, earlier)
+        windows = context_windows(gt, extent, spec.working_size)
         roi = windows[int(rng.integers(len(windows)))]
     x = window_input(image, roi, spec, lo, hi, pos=stroke, neg=neg, prev=prev, box=box)
     y = resize_mask(crop(gt, roi), spec.working_size)
     return Sample(x, y, stroke, neg, prev, box, roi)
-
-
-def _pick(mixture: dict[str, float], rng: np.random.Generator) -> str:
-    names = list(mixture)
-    weights = np.asarray([mixture[n] for n in names], dtype=float)
-    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
 def make_sample(

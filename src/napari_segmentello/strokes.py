@@ -647,11 +647,13 @@ PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 }
 
 
-def _pick_protocol(mixture: Mapping[str, float], rng: np.random.Generator) -> str:
+def pick_protocol(mixture: Mapping[str, float], rng: np.random.Generator, *, also: tuple[str, ...] = ()) -> str:
+    """One name drawn from a ``{name: weight}`` mixture of ``PROTOCOLS`` (plus the caller's ``also`` names)."""
     names = list(mixture)
-    unknown = [n for n in names if n not in PROTOCOLS]
+    valid = [*PROTOCOLS, *also]
+    unknown = [n for n in names if n not in valid]
     if unknown:
-        raise KeyError(f"unknown stroke protocol(s) {unknown}; valid names: {list(PROTOCOLS)}")
+        raise KeyError(f"unknown stroke protocol(s) {unknown}; valid names: {valid}")
     weights = np.asarray([mixture[n] for n in names], dtype=float)
     if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
         raise ValueError(f"protocol mixture needs finite weights >= 0 with a positive sum, got {dict(mixture)}")
@@ -662,7 +664,7 @@ def simulate_stroke(mask: np.ndarray, protocol: str | Mapping[str, float], rng: 
     """A simulated stroke over ``mask`` by a named protocol, or by one drawn from a ``{name: weight}`` mixture."""
     _check_rng(rng)
     if isinstance(protocol, Mapping):
-        protocol = _pick_protocol(protocol, rng)
+        protocol = pick_protocol(protocol, rng)
     if protocol not in PROTOCOLS:
         raise KeyError(f"unknown stroke protocol {protocol!r}; valid names: {list(PROTOCOLS)}")
     return PROTOCOLS[protocol](mask, rng)
