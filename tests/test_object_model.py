@@ -239,3 +239,18 @@ def test_earlier_answers_in_training_are_sometimes_far_off():
     gt = _disc((200, 200), (100, 100), 50)
     ious = [_iou(earlier_mask(gt, np.random.default_rng(seed)), gt) for seed in range(16)]
     assert min(ious) < 0.8 and max(ious) > 0.8 and min(ious) >= 0.45
+
+
+def test_a_one_pixel_pen_line_reaches_the_network_in_a_shrunk_window():
+    """People draw 1-px lines; in a window shrunk 3x (a 300-px object) the pos channel must still hold the line."""
+    image = np.zeros((900, 900, 3), np.uint8)
+    image[250:650, 250:650] = 200
+    line = np.zeros((900, 900), bool)
+    line[450, 300:600] = True
+    refiner = Refiner(Oracle())
+    refiner.set_image(image)
+    refiner.predict(line)
+    pos = 3 + SPEC.extras.index("pos")
+    first = refiner.model.batches[0]
+    assert first.shape[-1] == SPEC.working_size
+    assert int(first[0, pos].sum()) >= 0.9 * 300 * SPEC.working_size / start_context(stroke_bbox(line)).size

@@ -6,7 +6,7 @@ import numpy as np
 from skimage import data
 from skimage.transform import resize
 
-from napari_segmentello.roi import ROI, crop, paste, resize_image, resize_mask, roi_from_stroke
+from napari_segmentello.roi import ROI, crop, paste, resize_image, resize_mask, resize_prompt, roi_from_stroke
 
 
 def test_roi_is_centred_and_enlarged_by_the_margin():
@@ -46,3 +46,21 @@ def test_large_windows_shrink_like_the_exact_resize():
     mask[300:1100, 400:900] = True
     small = resize_mask(mask, 128)
     assert abs(small.mean() - mask.mean()) < 0.005
+
+
+def test_resize_prompt_keeps_thin_lines_and_clicks_when_shrinking():
+    """A 1-px pen line or a small click in a window shrunk 4x vanishes by area coverage, never as a prompt."""
+    line = np.zeros((640, 640), bool)
+    line[300, 40:600] = True
+    click = np.zeros((640, 640), bool)
+    click[100:103, 500:503] = True
+    assert not resize_mask(line, 160).any() and not resize_mask(click, 160).any()
+    small_line = resize_prompt(line, 160)
+    assert small_line[75].sum() == 140 and small_line.sum() == 140  # one row: row 300 // 4, cols 10..149
+    assert np.argwhere(resize_prompt(click, 160)).tolist() == [[25, 125]]
+
+
+def test_resize_prompt_is_resize_mask_when_growing():
+    stroke = np.zeros((90, 90), bool)
+    stroke[40:43, 10:80] = True
+    assert np.array_equal(resize_prompt(stroke, 160), resize_mask(stroke, 160))

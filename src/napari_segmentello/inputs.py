@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.filters import sobel
 
-from napari_segmentello.roi import ROI, crop, resize_image, resize_mask, roi_from_stroke
+from napari_segmentello.roi import ROI, crop, resize_image, resize_mask, resize_prompt, roi_from_stroke
 
 EXTRAS = ("pos", "neg", "prev", "box", "grad")
 _MAX_SAMPLES = 1_000_000
@@ -141,11 +141,12 @@ def window_input(
     img = to_model_image(window, lo, hi, spec.image_channels) * inside[..., None]
     img = resize_image(img, size)
 
-    def _mask(m: np.ndarray | None) -> np.ndarray | None:
-        return None if m is None else resize_mask(crop(m, roi).astype(bool), size).astype(np.float32)
+    def _plane(m: np.ndarray | None, resize) -> np.ndarray | None:
+        return None if m is None else resize(crop(m, roi).astype(bool), size).astype(np.float32)
 
     plane = None if box is None else box_plane(box, roi, size)
-    return build_input(img, _mask(pos), tuple(spec.extras), neg=_mask(neg), prev=_mask(prev), box=plane)
+    pos_plane, neg_plane = _plane(pos, resize_prompt), _plane(neg, resize_prompt)  # thin strokes must survive
+    return build_input(img, pos_plane, tuple(spec.extras), neg=neg_plane, prev=_plane(prev, resize_mask), box=plane)
 
 
 def prepare_window(

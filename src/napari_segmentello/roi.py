@@ -229,3 +229,20 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Resize a boolean mask to size×size by area coverage (>= half covered is kept)."""
     return resize_image(mask.astype(np.float32), size) >= 0.5
+
+
+def resize_prompt(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a stroke or click to size×size so that none of it is lost.
+
+    Area coverage (:func:`resize_mask`) drops a 1-px pen line, or a click, from any window
+    shrunk two-fold or more. People draw exactly such lines. So when shrinking, a window
+    cell is marked if it holds any stroke pixel (max pooling at any factor). When growing,
+    this is :func:`resize_mask`.
+    """
+    h, w = mask.shape
+    if h <= size and w <= size:
+        return resize_mask(mask, size)
+    rows, cols = np.nonzero(mask)
+    out = np.zeros((size, size), bool)
+    out[rows * size // h, cols * size // w] = True
+    return out
