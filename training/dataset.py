@@ -23,6 +23,7 @@ from napari_segmentello.inputs import intensity_range
 from napari_segmentello.losses import signed_distance_map
 from napari_segmentello.samples import DEFAULT_MIX, PromptMix, Sample, make_sample, perturb_mask  # shared with finetune
 
+from training.composites import composite_object
 from training.config import TrainConfig
 
 __all__ = [
@@ -106,6 +107,10 @@ class StrokeSamples(Dataset):
     training draws new strokes every epoch while persistent loader workers
     keep their image caches; a plain index (validation) always uses epoch 0,
     so the validation loss compares epochs on identical inputs.
+
+    ``composite_prob`` replaces that share of samples by a synthetic ring, band or
+    holed object (:func:`training.composites.composite_object`) textured from another
+    item's image; pass it for the training set only, so validation stays real data.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class StrokeSamples(Dataset):
         correction_prob: float = 0.0,
         with_sdm: bool = False,
         mix: PromptMix = DEFAULT_MIX,
+        composite_prob: float = 0.0,
     ) -> None:
         if correction_prob > 0 and not {"neg", "prev"} <= set(spec.extras):
             raise ValueError(
@@ -127,6 +133,7 @@ class StrokeSamples(Dataset):
             )
         self.sources, self.items, self.spec, self.protocol = sources, items, spec, protocol
         self.seed, self.correction_prob, self.with_sdm, self.mix = seed, correction_prob, with_sdm, mix
+        self.composite_prob = composite_prob
         self._ranges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -142,15 +149,27 @@ class StrokeSamples(Dataset):
         """The numpy sample behind ``self[index, epoch]``."""
         s, i = self.items[index]
         inst = self.sources[s][i]
-        key = (s, inst.image_id)
-        if key not in self._ranges:  # once per image and worker, as the engine's set_image does
-            self._ranges[key] = intensity_range(inst.image)
-        lo, hi = self._ranges[key]
+        image, mask = inst.image, inst.mask
         rng = self.rng(index, epoch)
+        if self.composite_prob > 0 and rng.random() < self.composite_prob:  # no draw at 0: samples unchanged
+            image, mask = composite_object(image, self._other_image(index, rng), mask, rng)
+            lo, hi = intensity_range(image)  # this composite's own range, never cached under the real image
+        else:
+            key = (s, inst.image_id)
+            if key not in self._ranges:  # once per image and worker, as the engine's set_image does
+                self._ranges[key] = intensity_range(image)
+            lo, hi = self._ranges[key]
         correction = self.correction_prob > 0 and rng.random() < self.correction_prob
         return make_sample(
-            inst.image, inst.mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix
+            image, mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix
         )
+
+    def _other_image(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """The image of another random item of this dataset (a composite's texture: same split only)."""
+        other = (index + 1 + rng.integers(len(self.items) - 1)) % len(self.items) if len(self.items) > 1 else index
+        s, i = self.items[other]
+        source = self.sources[s]
+        return source.load_image(source.items[i][0])
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)

@@ -221,7 +221,7 @@ class Trainer:
                 f"use more images (max_images={cfg.max_images}) or another val_fraction ({cfg.val_fraction})"
             )
         self.n_train, self.n_val = len(train_items), len(val_items)
-        self.train_set = self._samples(train_items)
+        self.train_set = self._samples(train_items, cfg.composite_prob)  # validation stays real data
         self.sampler = EpochSampler(self.train_set, seed=cfg.seed, rank=dist.rank, world=dist.world)
         loader_args = {
             "batch_size": cfg.batch_size,
@@ -264,7 +264,7 @@ class Trainer:
             group["lr"] = lr * group["scale"]
         return lr
 
-    def _samples(self, items: list[tuple[int, int]]) -> StrokeSamples:
+    def _samples(self, items: list[tuple[int, int]], composite_prob: float = 0.0) -> StrokeSamples:
         cfg = self.cfg
         return StrokeSamples(
             self.sources,
@@ -275,6 +275,7 @@ class Trainer:
             correction_prob=cfg.correction_prob,
             with_sdm=self.loss_fn.uses_sdm,
             mix=PromptMix(negative=cfg.negative_prob, focus=cfg.focus_prob),
+            composite_prob=composite_prob,
         )
 
     # ------------------------------------------------------------ bookkeeping
