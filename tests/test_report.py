@@ -15,8 +15,13 @@ METRICS = dict.fromkeys(evaluate.KEYS, 0.0)
 def _eval_run(tmp_path: Path, name: str, ious: dict[str, list[float]], **extra) -> Path:
     """A results.json as evaluate writes it, with the given per-object IoUs per method (no "model": it did not run)."""
     n = len(next(iter(ious.values())))
+    categories = extra.pop("categories", ["object"] * n)
     objects = [
-        {"metrics": {m: {**METRICS, "iou": v[i]} for m, v in ious.items()}, "latency_ms": dict.fromkeys(ious, 2.0)}
+        {
+            "category": categories[i],
+            "metrics": {m: {**METRICS, "iou": v[i]} for m, v in ious.items()},
+            "latency_ms": dict.fromkeys(ious, 2.0),
+        }
         for i in range(n)
     ]
     results = {
@@ -26,6 +31,7 @@ def _eval_run(tmp_path: Path, name: str, ious: dict[str, list[float]], **extra) 
         "device": "cpu",
         "n_objects": n,
         "methods": evaluate.summarize(objects, list(ious)),
+        "objects": objects,
         **extra,
     }
     path = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.json"
@@ -67,6 +73,15 @@ def test_real_block_shows_the_measured_means_and_the_command(tmp_path):
     assert _row(lines, "| **default**")[1] == "0.600" and _row(lines, "| GrabCut")[1] == "0.450"
     assert _row(lines, "| stroke alone")[1] == "0.150"
     assert "stroke + negative strokes" in "\n".join(lines) and "2 objects of acdc-scribbles val" in "\n".join(lines)
+
+
+def test_real_block_breaks_iou_down_by_structure(tmp_path):
+    ious = {"model": [0.9, 0.3, 0.5], "grabcut": [0.6, 0.4, 0.2]}
+    path = _eval_run(tmp_path, "acdc-scribbles", ious, categories=["ring", "blob", "ring"], model_prompt="stroke")
+    lines = report.real_block([path])
+    assert _row(lines, "| IoU by structure") == ["IoU by structure (objects)", "**default**", "GrabCut"]
+    assert _row(lines, "| blob (1)")[1:] == ["0.300", "0.400"]
+    assert _row(lines, "| ring (2)")[1:] == ["0.700", "0.400"]
 
 
 def test_box_block_says_when_the_model_takes_no_box(tmp_path):

@@ -24,12 +24,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training import evaluate, noc
 from training.reproduce import STUDY_BEST
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = {  # dataset -> protocols evaluated on its val split
-    "coco-mini": ("study", "scribble", "lasso", "click"),
+    "coco-mini": ("study", "human-scribble", "scribble", "lasso", "coarse", "click"),
     "dsb2018-nuclei": ("study", "scribble", "click"),
 }
 METHOD_NAMES = {
@@ -161,6 +163,21 @@ def real_block(files: list[Path]) -> list[str]:
     for method, s in r["methods"].items():
         if method != evaluate.MODEL:
             lines.append(f"| {names.get(method, method)} | {metric_cells(s)} |")
+    return lines + ["", *category_lines(runs, names)]
+
+
+def category_lines(runs: list[dict[str, Any]], names: dict[str, str]) -> list[str]:
+    """Mean IoU per object category, one row each (the structures differ: blobs, thin rings); models then baselines."""
+    columns = [(_model_name(run), run, evaluate.MODEL) for run in runs]
+    columns += [(names.get(m, m).split(" (")[0], runs[0], m) for m in runs[0]["methods"] if m != evaluate.MODEL]
+    lines = [f"| IoU by structure (objects) | {' | '.join(c[0] for c in columns)} |", "|---|" + "---|" * len(columns)]
+    for category in sorted({o["category"] for o in runs[0]["objects"]}):
+        n = sum(o["category"] == category for o in runs[0]["objects"])
+        means = [
+            np.mean([o["metrics"][m]["iou"] for o in run["objects"] if o["category"] == category])
+            for _, run, m in columns
+        ]
+        lines.append(f"| {category} ({n}) | {' | '.join(f'{v:.3f}' for v in means)} |")
     return lines
 
 
