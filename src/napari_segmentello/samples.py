@@ -87,10 +87,17 @@ class Sample:
 
 @dataclass(frozen=True)
 class PromptMix:
-    """How often an object-aware sample gets background "not this" strokes, and is cut as a pass-2 window."""
+    """How often an object-aware sample gets background "not this" strokes, and is cut as a pass-2 window.
+
+    ``window_jitter`` scales a pass-1 window about its centre by ``2**u``, u uniform in
+    ``[-window_jitter, window_jitter]``: the rule ties the window to the prompts' extent, and a
+    network that only ever sees that ratio learns object size from the window, not the image
+    (small objects under short strokes come out far too large).
+    """
 
     negative: float = 0.5
     focus: float = 0.4
+    window_jitter: float = 0.0
 
 
 DEFAULT_MIX = PromptMix()
@@ -111,6 +118,13 @@ def context_windows(gt: np.ndarray, prompt_box: tuple[int, int, int, int], size:
     while (grown := next_context(rois[-1], resize_mask(crop(gt, rois[-1]), size), gt.shape, len(rois) - 1)) is not None:
         rois.append(grown)
     return rois
+
+
+def _scaled(roi: ROI, factor: float) -> ROI:
+    """``roi`` scaled about its centre (at least 16 px)."""
+    size = max(16, int(round(roi.size * factor)))
+    centre_y, centre_x = roi.y0 + roi.size / 2, roi.x0 + roi.size / 2
+    return ROI(int(round(centre_y - size / 2)), int(round(centre_x - size / 2)), size)
 
 
 def _object_sample(
@@ -142,6 +156,8 @@ def _object_sample(
         extent = prompt_extent(stroke_bbox(stroke) if stroke.any() else None, box, earlier)
         windows = context_windows(gt, extent, spec.working_size)
         roi = windows[int(rng.integers(len(windows)))]
+        if mix.window_jitter > 0:
+            roi = _scaled(roi, 2.0 ** rng.uniform(-mix.window_jitter, mix.window_jitter))
     x = window_input(image, roi, spec, lo, hi, pos=stroke, neg=neg, prev=prev, box=box)
     y = resize_mask(crop(gt, roi), spec.working_size)
     return Sample(x, y, stroke, neg, prev, box, roi)
