@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 minutes=${1:-10}
 out=${2:-runs/ablation}
 py=${PYTHON:-.venv-test/bin/python}
-config=training/configs/lite0-128.toml
+config=training/configs/default.toml
 no_box='protocol={human-scribble = 0.41, clicks = 0.24, coarse = 0.12, study = 0.12, lasso = 0.055, scribble = 0.055}'
 
 train() {  # NAME ARGS...

@@ -6,7 +6,7 @@ Needs a display; on a headless machine run it under a virtual one:
 
 ``--model`` takes a bundled name or a checkpoint path (default: the bundled "default").
 ``--boxes`` shows Box mode instead: a rectangle drawn around three coins, refined with the
-bundled object-aware ``lite0`` (``-o docs/screenshot-boxes.png``).
+bundled object-aware ``default`` (``-o docs/screenshot-boxes.png``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="bundled model name or checkpoint path")
     parser.add_argument("-o", "--output", type=Path, default=ROOT / "docs" / "screenshot.png")
-    parser.add_argument("--boxes", action="store_true", help="Box mode with lite0: three coins from their boxes")
+    parser.add_argument("--boxes", action="store_true", help="Box mode: three coins from their boxes")
     args = parser.parse_args()
 
     viewer = napari.Viewer(title="napari-segmentello")
@@ -54,7 +54,6 @@ def main() -> int:
     notification_manager.notification_ready.connect(lambda note: print(f"napari: {note.message}"))
 
     if args.boxes:
-        widget.model_combo.setCurrentIndex(widget.model_combo.findText("lite0"))
         viewer.layers[widget.strokes_combo.currentText()].data = np.zeros_like(load_sample()[1])  # boxes only
         boxes = widget.prompting.box_mode()
         reference = load_sample()[2]

@@ -20,17 +20,23 @@ from napari_segmentello.strokes import simulate_stroke
 DEFAULT = WEIGHTS_DIR / "default.pt"
 
 
-def test_default_is_bundled_first_small_and_describes_itself():
+def test_default_is_bundled_first_small_object_aware_and_describes_itself():
     assert list_models()[0] == "default"
-    assert DEFAULT.stat().st_size <= 2_000_000
+    assert DEFAULT.stat().st_size <= 25_000_000
     ckpt = load_checkpoint(DEFAULT)
-    assert {"neg", "prev"} <= set(ckpt.spec.extras)  # serves correction rounds too
+    assert ckpt.spec.context == "object" and {"neg", "prev", "box"} <= set(ckpt.spec.extras)
     config = ckpt.provenance["config"]
     assert config["model"] == ckpt.spec.name
     trained_on = {entry["ann_file"].split("/")[-3] for entry in ckpt.provenance["datasets"]}
-    assert trained_on == {"coco-mini", "dsb2018-nuclei"}
+    assert trained_on == {"coco-mini", "coco-mval", "dsb2018-nuclei", "nuclei-histology", "em-isbi2012"}
     assert all(entry["ann_file"].endswith("instances_train.json") for entry in ckpt.provenance["datasets"])
     assert 0.0 < ckpt.metrics["coco-mini/val"]["scribble"]["iou"] <= 1.0
+
+
+def test_the_previous_default_stays_loadable_by_name():
+    ckpt = load_checkpoint(WEIGHTS_DIR / "tiny-2025.pt")
+    assert ckpt.spec.name == "tiny16-128" and ckpt.spec.context == "stroke"
+    assert Refiner("tiny-2025", device="cpu").spec == ckpt.spec
 
 
 def test_default_refines_the_bundled_sample():

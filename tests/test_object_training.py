@@ -18,7 +18,7 @@ from napari_segmentello.models.efficientnet import pretrained_file
 from training import run  # noqa: E402
 from training.config import load_config  # noqa: E402
 
-CONFIG = Path(run.__file__).parent / "configs" / "lite0-128.toml"
+CONFIG = Path(run.__file__).parent / "configs" / "default.toml"
 FAST = ["--config", str(CONFIG), "--max-images", "3", "--max-steps", "2", "--batch-size", "2", "--workers", "0"]
 FAST += ["--device", "cpu", "--threads", "1", "--set", "spec.working_size=64"]
 FAST += ["--set", 'datasets=[{dataset = "coco-mini", split = "train"}]']

@@ -125,11 +125,11 @@ def test_panels_import_without_each_other():
 
 @pytest.mark.gui
 def test_boxes_with_the_bundled_object_model(setup, qtbot, sample):
-    """The bundled ``lite0`` weights (object-aware, box channel) segment each sample coin from its box."""
-    assert "lite0" in list_models(), "src/napari_segmentello/weights/lite0.pt is missing"
+    """The bundled ``default`` weights (object-aware, box channel) segment each sample coin from its box."""
+    assert "default" in list_models(), "src/napari_segmentello/weights/default.pt is missing"
     image, _, reference = sample
     viewer, widget = setup(image)
-    widget.model_combo.setCurrentIndex(widget.model_combo.findText("lite0"))
+    widget.model_combo.setCurrentIndex(widget.model_combo.findText("default"))
     boxes = widget.prompting.box_mode()
     boxes.add_rectangles(rectangle(reference == 1))
     qtbot.waitUntil(lambda: "coins refined" in viewer.layers and not widget.busy, timeout=WAIT_MS)
