@@ -105,7 +105,8 @@ def write_markdown(rows: list[dict[str, Any]], args: argparse.Namespace, path: P
         m = r["metrics"]
         lines.append(
             f"| {r['config']} | {m['iou']:.4f} | {m['boundary_iou_1px']:.4f} | {m['boundary_iou']:.4f} | "
-            f"{m['hausdorff']:.2f} | {m['pixel_accuracy']:.4f} | {r['epochs']} ({r['best_epoch']}) | {r['best_val_loss']:.4f} |"
+            f"{m['hausdorff']:.2f} | {m['pixel_accuracy']:.4f} | {r['epochs']} ({r['best_epoch']}) | "
+            f"{r['best_val_loss']:.4f} |"
         )
     s = STUDY_BEST
     lines.append(
