@@ -38,7 +38,7 @@ def test_the_click_goes_on_the_largest_error_with_its_sign():
     assert len(pos0) > 0 and (pos0[:, 1] >= 30).all() and out[0, AT.neg].sum() == 0
     neg1 = torch.nonzero(out[1, AT.neg])
     assert len(neg1) > 0 and (neg1[:, 0] < 10).all() and out[1, AT.pos].sum() == 0
-    assert x[:, AT.pos:].sum() == 0  # the loader's batch is left alone
+    assert x[:, AT.pos :].sum() == 0  # the loader's batch is left alone
 
 
 def test_click_size_follows_the_window_scale_and_no_error_means_no_click():

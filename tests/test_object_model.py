@@ -17,7 +17,7 @@ from torch import nn
 
 from napari_segmentello.checkpoint import load_model_from_checkpoint, save_checkpoint
 from napari_segmentello.engine import Refiner, check_box
-from napari_segmentello.inputs import intensity_range, window_input
+from napari_segmentello.inputs import build_input, channel_of, intensity_range, window_input
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
@@ -273,3 +273,12 @@ def test_a_one_pixel_pen_line_reaches_the_network_in_a_shrunk_window():
     first = refiner.model.batches[0]
     assert first.shape[-1] == SPEC.working_size
     assert int(first[0, pos].sum()) >= 0.9 * 300 * SPEC.working_size / start_context(stroke_bbox(line)).size
+
+
+def test_channel_of_follows_build_input_layout():
+    planes = {"pos": np.full((4, 4), 1.0), "neg": np.full((4, 4), 2.0), "prev": np.full((4, 4), 3.0)}
+    x = build_input(np.zeros((4, 4, 3), np.float32), planes["pos"], SPEC.extras, neg=planes["neg"], prev=planes["prev"])
+    for name, plane in planes.items():
+        assert np.array_equal(x[channel_of(SPEC, name)], plane)
+    with pytest.raises(ValueError, match="'grad' is not in"):
+        channel_of(SPEC, "grad")

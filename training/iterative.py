@@ -17,6 +17,7 @@ import torch
 from skimage.draw import disk
 from torch import nn
 
+from napari_segmentello.inputs import channel_of
 from napari_segmentello.strokes import CLICK_RADIUS, next_click
 
 __all__ = ["IterativeRounds", "PromptChannels", "add_corrective_clicks"]
@@ -35,8 +36,7 @@ class PromptChannels:
         missing = {"pos", "neg", "prev"} - set(spec.extras)
         if missing:
             raise ValueError(f"iterative rounds need spec extras pos, neg, prev; {spec.name} lacks {sorted(missing)}")
-        at = {name: spec.image_channels + i for i, name in enumerate(spec.extras)}
-        return cls(at["pos"], at["neg"], at["prev"])
+        return cls(channel_of(spec, "pos"), channel_of(spec, "neg"), channel_of(spec, "prev"))
 
 
 def add_corrective_clicks(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
-from napari_segmentello.inputs import Box, intensity_range, prepare_window, window_input
+from napari_segmentello.inputs import Box, channel_of, intensity_range, prepare_window, window_input
 from napari_segmentello.roi import (
     ROI,
     focus_roi,
@@ -430,7 +430,7 @@ class Refiner:
         """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces ``prev``."""
         x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=neg, prev=prev, box=obj.box)
         if coarse is not None and "prev" in self.spec.extras:
-            x[self.spec.image_channels + self.spec.extras.index("prev")] = coarse
+            x[channel_of(self.spec, "prev")] = coarse
         return x
 
     def _stroke_windows(

@@ -75,6 +75,14 @@ def n_channels(image_channels: int, extras: tuple[str, ...]) -> int:
     return image_channels + len(extras)
 
 
+def channel_of(spec, name: str) -> int:
+    """Where extra ``name`` sits in a recipe's input: after the image channels, in ``extras`` order."""
+    extras = tuple(spec.extras)
+    if name not in extras:
+        raise ValueError(f"input extra {name!r} is not in this recipe's extras {extras}")
+    return spec.image_channels + extras.index(name)
+
+
 def build_input(
     image: np.ndarray,
     pos: np.ndarray,
