@@ -6,6 +6,8 @@ checks the engine's window geometry exactly, without depending on a trained mode
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ from napari_segmentello.inputs import build_input, channel_of, intensity_range, 
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
-from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample
+from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
 
 SPEC = get_spec("lite0-128")
 NEG = 3 + SPEC.extras.index("neg")
@@ -282,3 +284,38 @@ def test_channel_of_follows_build_input_layout():
         assert np.array_equal(x[channel_of(SPEC, name)], plane)
     with pytest.raises(ValueError, match="'grad' is not in"):
         channel_of(SPEC, "grad")
+
+
+def test_a_huge_object_costs_memory_in_proportion_to_the_working_size():
+    """A 2400-px bright square on a 4096² image: its windows (up to ~7000 px) are shrunk strip by strip.
+
+    Cropping each window whole as float32 (and block-averaging it in float64) took ~1 GB here.
+    """
+    image = np.zeros((4096, 4096), np.uint8)
+    image[800:3200, 800:3200] = 200
+    stroke = np.zeros(image.shape, bool)
+    stroke[1500:2500, 2000] = True  # a 1-px line, 1000 px long
+    refiner = Refiner(Oracle())
+    refiner.set_image(image[:256, :256])
+    refiner.predict(stroke[:256, :256] | True)  # warm-up: lazy imports allocate once
+    refiner.set_image(image)
+    tracemalloc.start()
+    try:
+        mask = refiner.predict(stroke)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert _iou(mask, image > 0) > 0.98
+    # the bool result is 16 MB, a strip of RGB floats 12 MB (the old whole-window crop: 310 MB)
+    assert peak < 100e6, f"peak traced memory {peak / 1e6:.0f} MB"
+
+
+def test_some_earlier_masks_are_the_object_moved():
+    """Propagation hands the model its neighbour's mask moved by the motion: training must show it such priors."""
+    gt = _disc((200, 200), (100, 100), 40)
+    moved = 0
+    for seed in range(40):
+        earlier = perturb_mask(gt, np.random.default_rng(seed))
+        same_area = earlier.sum() == gt.sum()
+        moved += bool(same_area and not np.array_equal(earlier, gt))
+    assert 4 <= moved <= 20

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 from skimage import data
-from skimage.transform import resize
+from skimage.transform import downscale_local_mean, resize
 
-from napari_segmentello.roi import ROI, crop, paste, resize_image, resize_mask, resize_prompt, roi_from_stroke
+from napari_segmentello import roi as roi_module
+from napari_segmentello.roi import (
+    ROI,
+    block_mean,
+    crop,
+    paste,
+    read_prompt,
+    read_resized,
+    resize_image,
+    resize_mask,
+    resize_prompt,
+    roi_from_stroke,
+)
 
 
 def test_roi_is_centred_and_enlarged_by_the_margin():
@@ -64,3 +76,57 @@ def test_resize_prompt_is_resize_mask_when_growing():
     stroke = np.zeros((90, 90), bool)
     stroke[40:43, 10:80] = True
     assert np.array_equal(resize_prompt(stroke, 160), resize_mask(stroke, 160))
+
+
+def test_block_mean_is_skimages_local_mean():
+    rng = np.random.default_rng(0)
+    for shape in ((60, 84), (60, 84, 3)):
+        image = rng.random(shape).astype(np.float32)
+        factors = (6, 6) if len(shape) == 2 else (6, 6, 1)
+        assert np.allclose(block_mean(image, 6), downscale_local_mean(image, factors), atol=1e-6)
+
+
+class _CountingArray:
+    """An H×W×C array that records the pixels of every block read from it (a lazy image's reads)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.shape, self.dtype, self.reads = array, array.shape, array.dtype, []
+
+    def __getitem__(self, key):
+        block = self.array[key]
+        self.reads.append(block.shape[0] * block.shape[1])
+        return block
+
+
+def _scaled(block: np.ndarray) -> np.ndarray:
+    return block.astype(np.float32) / 255.0
+
+
+def test_a_large_window_is_read_in_strips_with_the_same_result(monkeypatch):
+    """A window around a huge object never exists whole as floats, and the input does not change."""
+    image = (data.astronaut()[:, :400]).astype(np.uint8)  # 512 x 400 x 3
+    roi = ROI(-150, -200, 900)  # overhangs three sides; 900 // (2 * 64) = 7-fold block means
+    whole = resize_image(_scaled(crop(image, roi)) * roi.inside(image.shape[:2])[..., None], 64)
+    monkeypatch.setattr(roi_module, "STRIP_PIXELS", 20_000)
+    counting = _CountingArray(image)
+    strips = read_resized(counting, roi, 64, _scaled)
+    assert strips.shape == (64, 64, 3) and np.allclose(strips, whole, atol=1e-6)
+    assert len(counting.reads) > 10 and max(counting.reads) <= 20_000 + 7 * 900
+
+
+def test_a_small_window_is_read_once():
+    image = data.astronaut()
+    roi = ROI(100, 120, 200)
+    counting = _CountingArray(image)
+    out = read_resized(counting, roi, 64, _scaled)
+    assert counting.reads == [200 * 200]
+    assert np.allclose(out, resize_image(_scaled(crop(image, roi)), 64), atol=1e-6)
+
+
+def test_a_prompt_is_read_from_its_in_image_pixels_as_resize_prompt_would():
+    stroke = np.zeros((300, 400), bool)
+    stroke[150, 10:390] = True
+    stroke[20:23, 30:33] = True
+    for roi in (ROI(-500, -300, 1200), ROI(100, 100, 90), ROI(0, 0, 300)):
+        expected = resize_prompt(crop(stroke, roi), 64)
+        assert np.array_equal(read_prompt(stroke, roi, 64), expected)

@@ -280,6 +280,9 @@ def test_finetuning_on_own_coco_labels_starts_from_the_checkpoint(init_checkpoin
     assert tuned.spec == start.spec
     assert tuned.provenance["config"]["model"] == "tiny16-32"
     assert tuned.provenance["init_checkpoint"]["path"] == str(init_checkpoint)
+    # the starting weights are scored on the run's held-out samples, so a continuation shows what it gained
+    first = json.loads((out / run.LOG).read_text().splitlines()[0])
+    assert 0 < tuned.provenance["init_checkpoint"]["val_loss"] != first["val_loss"]
     assert tuned.provenance["datasets"][0]["ann_file"] == str(ann_file)
     params = {name for name, _ in build_model(start.spec).named_parameters()}
     steps = [(tuned.state_dict[k] - start.state_dict[k]).abs().max().item() for k in params]

@@ -413,6 +413,11 @@ class Trainer:
         cfg, start = self.cfg, time.monotonic()
         if self.early_stopped:
             return "already stopped early"
+        if self.init is not None and self.epoch == 0:
+            # the starting weights scored on this run's held-out samples: a continuation shows whether it helped
+            self.init["val_loss"] = self.validate()
+            if self.dist.main:
+                print(json.dumps({"epoch": 0, "init_val_loss": self.init["val_loss"]}), flush=True)
         while self.epoch < cfg.epochs:
             t0 = time.monotonic()
             train_loss, seen = self.train_epoch()
@@ -488,6 +493,10 @@ def train(args: argparse.Namespace, cfg: TrainConfig, out: Path, dist: Dist) -> 
         (out / f"rank{dist.rank}.sha256").write_text(state_hash(trainer.net.state_dict()) + "\n")
     if dist.main:
         print(f"stopped: {reason}; best validation loss {trainer.best_val:.4f}; outputs in {out}", flush=True)
+        start = (trainer.init or {}).get("val_loss")
+        if start is not None:
+            verdict = "better than" if trainer.best_val < start else "NOT better than"
+            print(f"the best epoch is {verdict} the starting weights ({start:.4f} on the same samples)", flush=True)
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.filters import sobel
 
-from napari_segmentello.roi import ROI, crop, resize_image, resize_mask, resize_prompt, roi_from_stroke
+from napari_segmentello.roi import ROI, read_prompt, read_resized, roi_from_stroke
 
 EXTRAS = ("pos", "neg", "prev", "box", "grad")
 _MAX_SAMPLES = 1_000_000
@@ -108,6 +108,11 @@ def build_input(
     return np.ascontiguousarray(np.concatenate(planes, axis=0), dtype=np.float32)
 
 
+def _as_plane(block: np.ndarray) -> np.ndarray:
+    """A mask block as one float32 0/1 channel (what :func:`roi.read_resized` converts)."""
+    return (np.asarray(block) != 0)[..., None].astype(np.float32)
+
+
 Box = tuple[int, int, int, int]  # (row0, col0, row1, col1), end-exclusive image pixels
 
 
@@ -144,17 +149,17 @@ def window_input(
     box, ``spec`` provides ``image_channels``, ``extras`` and ``working_size``.
     """
     size = spec.working_size
-    window = crop(image, roi)
-    inside = roi.inside(image.shape[:2])
-    img = to_model_image(window, lo, hi, spec.image_channels) * inside[..., None]
-    img = resize_image(img, size)
+    img = read_resized(image, roi, size, lambda block: to_model_image(block, lo, hi, spec.image_channels))
 
-    def _plane(m: np.ndarray | None, resize) -> np.ndarray | None:
-        return None if m is None else resize(crop(m, roi).astype(bool), size).astype(np.float32)
+    def _prompt(m: np.ndarray | None) -> np.ndarray | None:
+        return None if m is None else read_prompt(m, roi, size).astype(np.float32)
+
+    def _mask(m: np.ndarray | None) -> np.ndarray | None:
+        return None if m is None else (read_resized(m, roi, size, _as_plane)[..., 0] >= 0.5).astype(np.float32)
 
     plane = None if box is None else box_plane(box, roi, size)
-    pos_plane, neg_plane = _plane(pos, resize_prompt), _plane(neg, resize_prompt)  # thin strokes must survive
-    return build_input(img, pos_plane, tuple(spec.extras), neg=neg_plane, prev=_plane(prev, resize_mask), box=plane)
+    pos_plane, neg_plane = _prompt(pos), _prompt(neg)  # thin strokes must survive
+    return build_input(img, pos_plane, tuple(spec.extras), neg=neg_plane, prev=_mask(prev), box=plane)
 
 
 def prepare_window(
