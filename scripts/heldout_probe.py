@@ -1,0 +1,97 @@
+"""Probe a model on held-out *train* images (the early-stopping images, never val): design checks, not results.
+
+    python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
+    python scripts/heldout_probe.py prior --model default --objects 30
+
+``window``: mean IoU of one human-like scribble and of one click per object, for each
+start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
+``prior``: the true mask moved by 2-10 % of its size in a random direction (the neighbour's
+answer, as propagation passes it), its eroded core as the stroke, the moved mask as
+``previous``: IoU of the prior itself and of the model's answer, with and without ``previous``.
+The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_segmentello import roi
+from napari_segmentello.data import CocoInstances
+from napari_segmentello.engine import Refiner
+from napari_segmentello.metrics import iou
+from napari_segmentello.propagate import EROSION, seed_from_mask
+from training.config import load_config
+from training.dataset import open_sources, split_items
+from training.evaluate import evaluate
+
+CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
+
+
+def held_out(objects: int) -> list[tuple[CocoInstances, list[int]]]:
+    """Each train set with a seeded sample of its held-out objects."""
+    cfg = load_config(CONFIG)
+    sources = open_sources(cfg)
+    _, held = split_items(sources, cfg.val_fraction, cfg.seed)
+    out = []
+    for s, source in enumerate(sources):
+        items = [i for t, i in held if t == s]
+        pick = np.random.default_rng(s).choice(items, min(objects, len(items)), replace=False)
+        out.append((source, sorted(pick.tolist())))
+    return out
+
+
+def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -> None:
+    rules = [(s, m) for s in scales for m in mins]
+    print("set | prompt | " + " | ".join(f"scale {s} min {m}" for s, m in rules))
+    for source, items in sets:
+        for protocol in ("human-scribble", "click"):
+            row = []
+            for scale, minimum in rules:
+                roi.CONTEXT_SCALE, roi.CONTEXT_MIN = scale, minimum  # read by roi.start_context on every call
+                records, _ = evaluate(refiner, source, items, protocol=protocol, seed=0, baselines=[])
+                row.append(np.mean([r["metrics"]["model"]["iou"] for r in records]))
+            print(f"{source.ann_file.parent.parent.name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in row))
+
+
+def probe_prior(refiner: Refiner, sets) -> None:
+    print("set | objects | prior IoU | model (seed + previous) | model (seed only)")
+    for source, items in sets:
+        rows = []
+        for i in items:
+            inst = source[i]
+            rng = np.random.default_rng(i)
+            step, angle = rng.uniform(0.02, 0.1) * np.sqrt(inst.mask.sum()), rng.uniform(0, 2 * np.pi)
+            prior = ndi.shift(inst.mask, (step * np.sin(angle), step * np.cos(angle)), order=0)
+            if not prior.any():
+                continue
+            refiner.set_image(inst.image)
+            seed = seed_from_mask(prior, EROSION)
+            answers = (refiner.predict(seed, previous=prior), refiner.predict(seed))
+            rows.append([iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)])
+        mean = np.mean(rows, axis=0)
+        print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("probe", choices=("window", "prior"))
+    p.add_argument("--model", default="default")
+    p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
+    p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
+    p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args()
+    refiner = Refiner(args.model, args.device)
+    sets = held_out(args.objects)
+    if args.probe == "window":
+        probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
+    else:
+        probe_prior(refiner, sets)
+
+
+if __name__ == "__main__":
+    main()
