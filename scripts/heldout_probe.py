@@ -2,12 +2,16 @@
 
     python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
     python scripts/heldout_probe.py prior --model default --objects 30
+    python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
 ``prior``: the true mask moved by 2-10 % of its size in a random direction (the neighbour's
-answer, as propagation passes it), its eroded core as the stroke, the moved mask as
-``previous``: IoU of the prior itself and of the model's answer, with and without ``previous``.
+answer), its eroded core as the stroke, the moved mask as ``prior`` (as propagation passes it)
+or as ``previous`` (as a correction round does): IoU of the moved mask itself, of the model's
+answers, and of the model given the seed alone.
+``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
+and the last click, and NoC@85.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
 """
 
@@ -27,6 +31,7 @@ from napari_segmentello.propagate import EROSION, seed_from_mask
 from training.config import load_config
 from training.dataset import open_sources, split_items
 from training.evaluate import evaluate
+from training.noc import interact_clicks, model_method, noc
 
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
 
@@ -58,7 +63,7 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
 
 
 def probe_prior(refiner: Refiner, sets) -> None:
-    print("set | objects | prior IoU | model (seed + previous) | model (seed only)")
+    print("set | objects | moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only)")
     for source, items in sets:
         rows = []
         for i in items:
@@ -70,27 +75,45 @@ def probe_prior(refiner: Refiner, sets) -> None:
                 continue
             refiner.set_image(inst.image)
             seed = seed_from_mask(prior, EROSION)
-            answers = (refiner.predict(seed, previous=prior), refiner.predict(seed))
+            answers = (refiner.predict(seed, prior=prior), refiner.predict(seed, previous=prior), refiner.predict(seed))
             rows.append([iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)])
         mean = np.mean(rows, axis=0)
         print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
 
 
+def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
+    print(f"set | objects | IoU@1 | IoU@5 | IoU@{rounds} | NoC@85")
+    for source, items in sets:
+        curves, image_id = [], None
+        for i in items:
+            inst = source[i]
+            if inst.image_id != image_id:
+                refiner.set_image(inst.image)
+                image_id = inst.image_id
+            curves.append(interact_clicks(model_method(refiner), inst.mask, rounds)[0])
+        mean = np.mean(curves, axis=0)
+        figures = [mean[0], mean[min(4, rounds - 1)], mean[-1], np.mean([noc(c, 0.85, rounds) for c in curves])]
+        print(f"{source.ann_file.parent.parent.name} | {len(curves)} | " + " | ".join(f"{v:.3f}" for v in figures))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=("window", "prior"))
+    p.add_argument("probe", choices=("window", "prior", "clicks"))
     p.add_argument("--model", default="default")
     p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
     p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
+    p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
     sets = held_out(args.objects)
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
-    else:
+    elif args.probe == "prior":
         probe_prior(refiner, sets)
+    else:
+        probe_clicks(refiner, sets, args.rounds)
 
 
 if __name__ == "__main__":

@@ -319,3 +319,31 @@ def test_some_earlier_masks_are_the_object_moved():
         same_area = earlier.sum() == gt.sum()
         moved += bool(same_area and not np.array_equal(earlier, gt))
     assert 4 <= moved <= 20
+
+
+def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
+    """``prior`` (a mask carried from the neighbouring plane) is pass 2's coarse mask; ``previous`` gives way to pass 1."""
+    image = np.zeros((128, 128), np.uint8)
+    image[40:80, 40:80] = 200
+    carried = np.zeros(image.shape, bool)
+    carried[50:90, 50:90] = True  # the neighbour's mask, 10 px off
+    seed = np.zeros(image.shape, bool)
+    seed[55:65, 55:65] = True
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image)
+    prev_at = channel_of(SPEC, "prev")
+
+    def last_prev_channel_vs_object(**prompt) -> float:
+        refiner.predict(seed, **prompt)
+        x = oracle.batches[-1][0].numpy()
+        return _iou(x[prev_at] > 0.5, x[0] > 0)
+
+    assert last_prev_channel_vs_object(previous=carried) > 0.9  # pass 1's answer: the bright square
+    assert last_prev_channel_vs_object(prior=carried) < 0.7  # the carried mask itself
+    with pytest.raises(ValueError, match="not both"):
+        refiner.predict(seed, previous=carried, prior=carried)
+    stroke_model = Refiner(build_model("tiny16-32"))
+    stroke_model.set_image(image)
+    with pytest.raises(ValueError, match="takes no previous"):
+        stroke_model.predict(seed, prior=carried)

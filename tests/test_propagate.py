@@ -78,8 +78,8 @@ class ComponentRefiner(StandIn):
     def set_image(self, image) -> None:
         self.plane = np.asarray(image)
 
-    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
-        assert previous is None  # this model takes no previous mask
+    def predict_proba(self, stroke, *, prior=None) -> np.ndarray:
+        assert prior is None  # this model takes no previous mask
         self.strokes.append((int(self.plane.max()), np.asarray(stroke).copy()))
         labels, _ = ndi.label(self.plane > 0)
         hit = np.unique(labels[np.asarray(stroke, bool)])
@@ -97,8 +97,8 @@ class ListRefiner(StandIn):
     def set_image(self, image) -> None:
         self.k = int(np.asarray(image).flat[0])
 
-    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
-        self.calls.append((self.k, np.asarray(stroke).copy(), None if previous is None else previous.copy()))
+    def predict_proba(self, stroke, *, prior=None) -> np.ndarray:
+        self.calls.append((self.k, np.asarray(stroke).copy(), None if prior is None else prior.copy()))
         return np.where(self.masks[self.k], self.sure[self.k], BACKGROUND).astype(np.float32)
 
 
@@ -173,7 +173,7 @@ def test_the_window_follows_the_object_motion():
         assert (cy, cx) == pytest.approx((32, 12 + 3 * k), abs=1.0), k
 
 
-def test_the_carried_mask_is_the_previous_prompt_when_the_model_takes_one():
+def test_the_carried_mask_is_the_prior_when_the_model_takes_one():
     n = 5
     masks = [_disc((32, 20 + 4 * z), 8) for z in range(n)]
     planes = _moving(masks)
@@ -181,10 +181,10 @@ def test_the_carried_mask_is_the_previous_prompt_when_the_model_takes_one():
     propagate(planes, _disc((32, 20), 3), 0, refiner=refiner)
     (_, _, first), *walk = refiner.calls
     assert first is None  # the user's stroke alone on its plane
-    for k, seed, previous in walk:
-        np.testing.assert_array_equal(previous, carried(masks[k - 1], planes[k - 1], planes[k]))
-        assert _iou(previous, masks[k]) > 0.8 > _iou(masks[k - 1], masks[k])
-        assert not (seed & ~previous).any()
+    for k, seed, prior in walk:
+        np.testing.assert_array_equal(prior, carried(masks[k - 1], planes[k - 1], planes[k]))
+        assert _iou(prior, masks[k]) > 0.8 > _iou(masks[k - 1], masks[k])
+        assert not (seed & ~prior).any()
 
 
 def test_carried_follows_a_real_texture_and_stays_on_flat_planes():
@@ -412,7 +412,7 @@ class OtsuRefiner(StandIn):
     def set_image(self, image) -> None:
         self.gray = np.asarray(image, float).mean(axis=-1)
 
-    def predict_proba(self, stroke, *, previous=None) -> np.ndarray:
+    def predict_proba(self, stroke, *, prior=None) -> np.ndarray:
         stroke = np.asarray(stroke, bool)
         rows, cols, _, _ = roi_from_stroke(stroke).clipped(stroke.shape)
         window = self.gray[rows, cols]

@@ -47,9 +47,9 @@ def spy(monkeypatch):
     calls: dict[str, list] = {"proba": [], "labels": []}
     proba, labels = Refiner.predict_proba, Refiner.predict_labels
 
-    def spy_proba(self, stroke=None, *, box=None, negative=None, previous=None):
-        calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous})
-        return proba(self, stroke, box=box, negative=negative, previous=previous)
+    def spy_proba(self, stroke=None, *, box=None, negative=None, previous=None, prior=None):
+        calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior})
+        return proba(self, stroke, box=box, negative=negative, previous=previous, prior=prior)
 
     def spy_labels(self, plane, *, boxes=None):
         calls["labels"].append(np.array(plane))

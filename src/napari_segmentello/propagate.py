@@ -4,7 +4,7 @@ The stroke's plane is refined first. Each further plane is refined from its neig
 mask carried onto it by the optical flow between the two planes (so the window follows
 a moving, deforming object): that mask eroded is the stroke (the seed stays inside the
 object where its edge moves) and, when the model takes one, the mask itself is the
-``previous`` prompt. A direction stops
+``prior`` (:meth:`Refiner.predict_proba`: kept where the image agrees). A direction stops
 at the first plane where the model is not confident of what it found — an empty plane,
 or an object that vanished or was occluded — so nothing spills into planes without it.
 The leading axis may be z or t alike.
@@ -33,7 +33,7 @@ EROSION = 0.15  # seed = mask eroded by this × its radius; on DAVIS from the tr
 class PlaneRefiner(Protocol):
     """What propagation needs of a refiner (:class:`~napari_segmentello.engine.Refiner` has it).
 
-    ``spec.extras`` says whether the model takes a ``previous`` mask (``"prev"``).
+    ``spec.extras`` says whether the model takes a previous mask (``"prev"``), and so a ``prior``.
     """
 
     threshold: float
@@ -41,7 +41,7 @@ class PlaneRefiner(Protocol):
 
     def set_image(self, image: Any) -> None: ...
 
-    def predict_proba(self, stroke: Any, *, previous: Any = None) -> np.ndarray: ...
+    def predict_proba(self, stroke: Any, *, prior: Any = None) -> np.ndarray: ...
 
 
 def seed_from_mask(mask: np.ndarray, erosion: float) -> np.ndarray:
@@ -123,7 +123,7 @@ def _check_settings(erosion: float, min_confidence: float) -> None:
 
 
 def _refined(refiner: PlaneRefiner, seed: np.ndarray, prior: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(probability, mask) from ``seed``, ``prior`` as the ``previous`` prompt when the model takes one.
+    """(probability, mask) from ``seed``, and ``prior`` when the model takes a previous mask.
 
     The window follows the object through the seed (the carried previous mask, eroded); object-aware
     models grow their own windows in the engine. Re-refining a mask cut by a stroke model's window
@@ -131,7 +131,7 @@ def _refined(refiner: PlaneRefiner, seed: np.ndarray, prior: np.ndarray | None) 
     over neighbouring objects (IoU 0.97 on the start plane, 0.04-0.13 two planes on).
     """
     take_prev = "prev" in refiner.spec.extras
-    prob = refiner.predict_proba(seed, previous=prior if take_prev else None)
+    prob = refiner.predict_proba(seed, prior=prior if take_prev else None)
     return prob, prob > refiner.threshold
 
 
@@ -154,7 +154,7 @@ def propagate(
     ``image`` is (Z, H, W) or (Z, H, W, C), numpy or lazy (only visited planes are read).
     Plane ``index`` is refined from the stroke; each further plane from its neighbour's
     mask carried onto it by the optical flow (:func:`carried`), eroded by ``erosion`` × its
-    equivalent radius as the stroke (and whole as ``previous`` if the model takes it).
+    equivalent radius as the stroke (and whole as the ``prior`` if the model takes one).
     A direction stops at the first plane whose carried or refined mask is empty or whose mean probability
     inside (:func:`confidence`) is below ``min_confidence``; that plane and the ones
     beyond stay False. ``refiner`` (see :class:`PlaneRefiner`) replaces
