@@ -322,7 +322,7 @@ def test_some_earlier_masks_are_the_object_moved():
 
 
 def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
-    """``prior`` (a mask carried from the neighbouring plane) is pass 2's coarse mask; ``previous`` gives way to pass 1."""
+    """``prior`` (a mask carried from the neighbouring plane) is pass 2's coarse mask; ``previous`` gives way."""
     image = np.zeros((128, 128), np.uint8)
     image[40:80, 40:80] = 200
     carried = np.zeros(image.shape, bool)
