@@ -62,7 +62,7 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
             print(f"{source.ann_file.parent.parent.name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in row))
 
 
-def probe_prior(refiner: Refiner, sets) -> None:
+def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
     print("set | objects | moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only)")
     for source, items in sets:
         rows = []
@@ -74,7 +74,7 @@ def probe_prior(refiner: Refiner, sets) -> None:
             if not prior.any():
                 continue
             refiner.set_image(inst.image)
-            seed = seed_from_mask(prior, EROSION)
+            seed = seed_from_mask(prior, erosion)
             answers = (refiner.predict(seed, prior=prior), refiner.predict(seed, previous=prior), refiner.predict(seed))
             rows.append([iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)])
         mean = np.mean(rows, axis=0)
@@ -104,6 +104,7 @@ def main() -> None:
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
     p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
+    p.add_argument("--erosion", type=float, default=EROSION, help="seed erosion (prior probe; propagate's default)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
@@ -111,7 +112,7 @@ def main() -> None:
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
-        probe_prior(refiner, sets)
+        probe_prior(refiner, sets, args.erosion)
     else:
         probe_clicks(refiner, sets, args.rounds)
 
