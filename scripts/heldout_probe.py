@@ -3,6 +3,7 @@
     python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
     python scripts/heldout_probe.py prior --model default --objects 30
     python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
+    python scripts/heldout_probe.py coarse --model default --objects 30
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
@@ -12,6 +13,9 @@ or as ``previous`` (as a correction round does): IoU of the moved mask itself, o
 answers, and of the model given the seed alone.
 ``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
 and the last click, and NoC@85.
+``coarse``: the coarse-mask protocol (``strokes.simulate_stroke(mask, "coarse")``): IoU of the rough
+mask itself, of the model given it as the stroke (as the widget does), and given its eroded core as
+the stroke and the mask as ``prior``.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
 """
 
@@ -28,6 +32,7 @@ from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
 from napari_segmentello.propagate import EROSION, seed_from_mask
+from napari_segmentello.strokes import simulate_stroke
 from training.config import load_config
 from training.dataset import open_sources, split_items
 from training.evaluate import evaluate
@@ -96,15 +101,29 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
         print(f"{source.ann_file.parent.parent.name} | {len(curves)} | " + " | ".join(f"{v:.3f}" for v in figures))
 
 
+def probe_coarse(refiner: Refiner, sets, erosion: float) -> None:
+    print("set | objects | rough mask IoU | model (as stroke) | model (core + prior)")
+    for source, items in sets:
+        rows = []
+        for i in items:
+            inst = source[i]
+            rough = simulate_stroke(inst.mask, "coarse", np.random.default_rng([0, inst.ann_id]))
+            refiner.set_image(inst.image)
+            answers = (refiner.predict(rough), refiner.predict(seed_from_mask(rough, erosion), prior=rough))
+            rows.append([iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)])
+        mean = np.mean(rows, axis=0)
+        print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=("window", "prior", "clicks"))
+    p.add_argument("probe", choices=("window", "prior", "clicks", "coarse"))
     p.add_argument("--model", default="default")
     p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
     p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
-    p.add_argument("--erosion", type=float, default=EROSION, help="seed erosion (prior probe; propagate's default)")
+    p.add_argument("--erosion", type=float, default=EROSION, help="seed erosion (prior, coarse; propagate's default)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
@@ -113,6 +132,8 @@ def main() -> None:
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
         probe_prior(refiner, sets, args.erosion)
+    elif args.probe == "coarse":
+        probe_coarse(refiner, sets, args.erosion)
     else:
         probe_clicks(refiner, sets, args.rounds)
 
