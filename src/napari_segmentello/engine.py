@@ -444,14 +444,15 @@ class Refiner:
         for o, roi, prob in zip(objects, rois, masks, strict=True):
             found = mask_box(prob > self.threshold, roi)
             focus.append(focus_roi(found if found is not None else o.extent(prev_box)))
-            coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
-        prior = prev if keep_previous else None
-        probs = self._forward(
-            [
-                self._input(o, r, neg, prior, lo, hi, coarse=None if keep_previous else c)
-                for o, r, c in zip(objects, focus, coarse, strict=True)
+            if not keep_previous:  # a prior stays the coarse mask: pass 1's answer is not resampled
+                coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
+        if keep_previous:
+            inputs = [self._input(o, r, neg, prev, lo, hi) for o, r in zip(objects, focus, strict=True)]
+        else:
+            inputs = [
+                self._input(o, r, neg, None, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)
             ]
-        )
+        probs = self._forward(inputs)
         return [
             (o.value, _Window(roi, _at_window_size(p, roi.size)))
             for o, roi, p in zip(objects, focus, probs, strict=True)

@@ -183,15 +183,16 @@ def propagate(
         if progress is not None:
             progress(done, n)
 
+    start = np.asarray(image[index])  # read once: refined here and the flow's first "before" both ways
     if refine_start:
-        refiner.set_image(image[index])
+        refiner.set_image(start)
         out[index] = _refined(refiner, stroke != 0, None)[1]
     else:
         out[index] = stroke != 0
     decided(1)
     for step in (1, -1):
         end = n if step == 1 else -1
-        before, previous, k = np.asarray(image[index]), out[index], index + step
+        before, previous, k = start, out[index], index + step
         while k != end and previous.any():
             plane = np.asarray(image[k])
             prior = carried(previous, before, plane)

@@ -221,11 +221,17 @@ def _block_mean(image: np.ndarray, size: int) -> np.ndarray:
     2-4× to the exact resize. The last ``side % f`` rows/columns are dropped (under half a
     pixel at the working size).
     """
-    factor = image.shape[0] // (2 * size)
-    if factor < 2:
-        return image
-    keep = image.shape[0] - image.shape[0] % factor
-    return block_mean(image[:keep, :keep], factor)
+    factor, keep = _shrink(image.shape[0], size)
+    return image if factor < 2 else block_mean(image[:keep, :keep], factor)
+
+
+def _shrink(side: int, size: int) -> tuple[int, int]:
+    """(f, kept side) of the block means that shrink a ``side``-px window towards ``size``: f = side // (2·size).
+
+    Block means apply from f = 2; the last ``side % f`` rows/columns are dropped.
+    """
+    factor = side // (2 * size)
+    return factor, side - side % factor if factor else side
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
@@ -263,10 +269,9 @@ def read_resized(array, roi: ROI, size: int, convert) -> np.ndarray:
     many times the working size is read, converted and block-averaged strip by strip, so a
     window around a huge object never exists whole as floats (a 2048-px object took ~1 GB).
     """
-    factor = roi.size // (2 * size)
+    factor, keep = _shrink(roi.size, size)  # the rule resize_image applies
     if factor < 2:
         return resize_image(_converted(array, roi, 0, roi.size, roi.size, convert), size)
-    keep = roi.size - roi.size % factor  # as _block_mean: the last rows/columns are dropped
     step = factor * max(1, STRIP_PIXELS // (factor * keep))
     strips = [
         block_mean(_converted(array, roi, r, min(step, keep - r), keep, convert), factor) for r in range(0, keep, step)
@@ -291,6 +296,11 @@ def resize_prompt(mask: np.ndarray, size: int) -> np.ndarray:
     if h <= size and w <= size:
         return resize_mask(mask, size)
     rows, cols = np.nonzero(mask)
+    return _pooled(rows, cols, size, h, w)
+
+
+def _pooled(rows: np.ndarray, cols: np.ndarray, size: int, h: int, w: int) -> np.ndarray:
+    """size×size bool: every cell holding one of the pixels ``(rows, cols)`` of an h×w window."""
     out = np.zeros((size, size), bool)
     out[rows * size // h, cols * size // w] = True
     return out
@@ -305,6 +315,4 @@ def read_prompt(mask, roi: ROI, size: int) -> np.ndarray:
         return resize_prompt(crop(mask, roi).astype(bool), size)
     iy, ix, wy, wx = roi.clipped(mask.shape[:2])
     rows, cols = np.nonzero(np.asarray(mask[iy, ix]))
-    out = np.zeros((size, size), bool)
-    out[(rows + wy.start) * size // roi.size, (cols + wx.start) * size // roi.size] = True
-    return out
+    return _pooled(rows + wy.start, cols + wx.start, size, roi.size, roi.size)
