@@ -67,52 +67,53 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
             print(f"{source.ann_file.parent.parent.name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in row))
 
 
-def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
-    print("set | objects | moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only)")
+def _table(refiner: Refiner, sets, header: str, figures) -> None:
+    """One row per train set: its object count and the mean of ``figures(item, inst)`` (a list; None skips it)."""
+    print(f"set | objects | {header}")
     for source, items in sets:
-        rows = []
+        rows, image_id = [], None
         for i in items:
             inst = source[i]
-            rng = np.random.default_rng(i)
-            step, angle = rng.uniform(0.02, 0.1) * np.sqrt(inst.mask.sum()), rng.uniform(0, 2 * np.pi)
-            prior = ndi.shift(inst.mask, (step * np.sin(angle), step * np.cos(angle)), order=0)
-            if not prior.any():
-                continue
-            refiner.set_image(inst.image)
-            seed = seed_from_mask(prior, erosion)
-            answers = (refiner.predict(seed, prior=prior), refiner.predict(seed, previous=prior), refiner.predict(seed))
-            rows.append([iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)])
+            if inst.image_id != image_id:  # once per image, as evaluate does
+                refiner.set_image(inst.image)
+                image_id = inst.image_id
+            row = figures(i, inst)
+            if row is not None:
+                rows.append(row)
         mean = np.mean(rows, axis=0)
         print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+
+
+def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
+    def figures(item: int, inst) -> list[float] | None:
+        rng = np.random.default_rng(item)
+        step, angle = rng.uniform(0.02, 0.1) * np.sqrt(inst.mask.sum()), rng.uniform(0, 2 * np.pi)
+        prior = ndi.shift(inst.mask, (step * np.sin(angle), step * np.cos(angle)), order=0)
+        if not prior.any():
+            return None
+        seed = seed_from_mask(prior, erosion)
+        answers = (refiner.predict(seed, prior=prior), refiner.predict(seed, previous=prior), refiner.predict(seed))
+        return [iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)]
+
+    header = "moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only)"
+    _table(refiner, sets, header, figures)
 
 
 def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
-    print(f"set | objects | IoU@1 | IoU@5 | IoU@{rounds} | NoC@85")
-    for source, items in sets:
-        curves, image_id = [], None
-        for i in items:
-            inst = source[i]
-            if inst.image_id != image_id:
-                refiner.set_image(inst.image)
-                image_id = inst.image_id
-            curves.append(interact_clicks(model_method(refiner), inst.mask, rounds)[0])
-        mean = np.mean(curves, axis=0)
-        figures = [mean[0], mean[min(4, rounds - 1)], mean[-1], np.mean([noc(c, 0.85, rounds) for c in curves])]
-        print(f"{source.ann_file.parent.parent.name} | {len(curves)} | " + " | ".join(f"{v:.3f}" for v in figures))
+    def figures(item: int, inst) -> list[float]:
+        curve = interact_clicks(model_method(refiner), inst.mask, rounds)[0]
+        return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
+
+    _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
 def probe_coarse(refiner: Refiner, sets, erosion: float) -> None:
-    print("set | objects | rough mask IoU | model (as stroke) | model (core + prior)")
-    for source, items in sets:
-        rows = []
-        for i in items:
-            inst = source[i]
-            rough = simulate_stroke(inst.mask, "coarse", np.random.default_rng([0, inst.ann_id]))
-            refiner.set_image(inst.image)
-            answers = (refiner.predict(rough), refiner.predict(seed_from_mask(rough, erosion), prior=rough))
-            rows.append([iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)])
-        mean = np.mean(rows, axis=0)
-        print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+    def figures(item: int, inst) -> list[float]:
+        rough = simulate_stroke(inst.mask, "coarse", np.random.default_rng([0, inst.ann_id]))
+        answers = (refiner.predict(rough), refiner.predict(seed_from_mask(rough, erosion), prior=rough))
+        return [iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)]
+
+    _table(refiner, sets, "rough mask IoU | model (as stroke) | model (core + prior)", figures)
 
 
 def main() -> None:
