@@ -68,7 +68,7 @@ def frame_times(refiner: Any, frames: np.ndarray, start_mask: np.ndarray) -> lis
 
 def engine_times(refiner: Any, frames: np.ndarray, masks: np.ndarray) -> list[float]:
     """Milliseconds of one ``set_image`` + ``predict_proba`` per frame, from that frame's true eroded core."""
-    from napari_segmentello.propagate import EROSION, seed_from_mask
+    from napari_segmentello.seeds import EROSION, seed_from_mask
 
     times = []
     for frame, mask in zip(frames[1:], masks[1:], strict=True):

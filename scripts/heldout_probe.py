@@ -13,7 +13,7 @@ or as ``previous`` (as a correction round does): IoU of the moved mask itself, o
 answers, and of the model given the seed alone.
 ``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
 and the last click, and NoC@85.
-``coarse``: the coarse-mask protocol (``strokes.simulate_stroke(mask, "coarse")``): IoU of the rough
+``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
 mask itself, of the model given it as the stroke (as the widget does), and given its eroded core as
 the stroke and the mask as ``prior``.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
@@ -31,7 +31,7 @@ from napari_segmentello import roi
 from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
-from napari_segmentello.propagate import EROSION, seed_from_mask
+from napari_segmentello.seeds import EROSION, seed_from_mask
 from napari_segmentello.strokes import simulate_stroke
 from training.config import load_config
 from training.dataset import open_sources, split_items
@@ -107,9 +107,9 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
-def probe_coarse(refiner: Refiner, sets, erosion: float) -> None:
+def probe_coarse(refiner: Refiner, sets, erosion: float, protocol: str) -> None:
     def figures(item: int, inst) -> list[float]:
-        rough = simulate_stroke(inst.mask, "coarse", np.random.default_rng([0, inst.ann_id]))
+        rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
         answers = (refiner.predict(rough), refiner.predict(seed_from_mask(rough, erosion), prior=rough))
         return [iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)]
 
@@ -125,6 +125,7 @@ def main() -> None:
     p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
     p.add_argument("--erosion", type=float, default=EROSION, help="seed erosion (prior, coarse; propagate's default)")
+    p.add_argument("--protocol", default="coarse", help="the simulated rough mask (coarse probe): coarse, lasso, ...")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
@@ -134,7 +135,7 @@ def main() -> None:
     elif args.probe == "prior":
         probe_prior(refiner, sets, args.erosion)
     elif args.probe == "coarse":
-        probe_coarse(refiner, sets, args.erosion)
+        probe_coarse(refiner, sets, args.erosion, args.protocol)
     else:
         probe_clicks(refiner, sets, args.rounds)
 

@@ -61,6 +61,28 @@ def test_refine_label_image_writes_uint16_labels(files, checkpoint, tmp_path, su
     assert set(np.unique(labels)) <= {0, 1, 2}
 
 
+def test_refine_rough_gives_the_label_image_as_rough_masks(files, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("tiny16-32", extras=("pos", "neg", "prev"), context="object")
+    ckpt = save_checkpoint(tmp_path / "object.pt", model)
+    calls = []
+    refine_labels = engine.refine_labels
+    monkeypatch.setattr(engine, "refine_labels", lambda *a, **k: calls.append(k["rough"]) or refine_labels(*a, **k))
+    out = tmp_path / "refined.png"
+    argv = ["refine", str(files["image"]), str(files["labels"]), "-o", str(out), "--model", str(ckpt), "--rough"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    assert calls == [True]
+    image, labels = imread(files["image"]), imread(files["labels"])
+    expected = engine.refine_labels(image, labels, rough=True, model=ckpt, device="cpu")
+    np.testing.assert_array_equal(imread(out), expected)
+
+
+def test_refine_rough_with_a_stroke_model_says_it_takes_no_rough_mask(files, checkpoint, tmp_path, capsys):
+    argv = ["refine", str(files["image"]), str(files["stroke"]), "-o", str(tmp_path / "m.png"), "--rough"]
+    assert main([*argv, "--model", str(checkpoint), "--device", "cpu"]) == 2
+    assert "takes no rough mask" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
@@ -14,7 +15,7 @@ from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.roi import roi_from_stroke
-from napari_segmentello.strokes import simulate_stroke
+from napari_segmentello.strokes import ROUGH_PROTOCOLS, simulate_stroke
 
 from training import baselines, evaluate, reproduce  # noqa: E402
 
@@ -238,6 +239,36 @@ def test_negative_strokes_are_sure_background_for_the_stroke_baselines(name):
     with_neg = baselines.BASELINES[name](image, stroke, negative=negative)
     assert without[negative & disc].mean() > 0.9
     assert not with_neg[negative].any() and with_neg[stroke & ~negative].all()  # where both, "not this" wins
+
+
+def test_grabcut_rough_moves_a_rough_mask_to_the_disc_and_keeps_outside_it_background():
+    image, _, disc = disc_scene()
+    rough = ndi.binary_dilation(disc, iterations=4)  # the disc (rows/cols 30-70) over-painted...
+    rough[30:38, 45:55] = False  # ...and a notch cut into it
+    pred = baselines.grabcut_rough(image, rough)
+    assert iou(disc, pred) > 0.85 > iou(disc, rough)
+    assert not pred[~rough].any()  # outside the outline is sure background
+    assert set(baselines.ROUGH_BASELINES) == {"identity", "grabcut"}
+
+
+@pytest.mark.data
+def test_rough_protocols_give_the_model_the_mask_as_a_prior(tmp_path, checkpoint, data_root):
+    """coarse and lasso: an object-aware model gets the mask as ``prior``; a stroke model as its stroke, and says so."""
+    assert ROUGH_PROTOCOLS == ("coarse", "lasso")
+    spec = get_spec("tiny16-32", extras=("pos", "neg", "prev"), context="object", working_size=64)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    inst = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=1)[0]
+    prompt = evaluate.make_prompt(inst, "coarse", seed=0)
+    for refiner, how, expected in (
+        (Refiner(model, device="cpu"), "rough mask as prior", lambda r: r.predict(prior=prompt.stroke)),
+        (Refiner(checkpoint, device="cpu"), "rough mask as the stroke", lambda r: r.predict(prompt.stroke)),
+    ):
+        ask, note = evaluate.model_call(refiner, "coarse")
+        assert note.startswith(how)
+        refiner.set_image(inst.image)
+        np.testing.assert_array_equal(ask(prompt), expected(refiner))
+    assert evaluate.baseline_registry("lasso") is baselines.ROUGH_BASELINES
 
 
 def test_grabcut_box_segments_the_disc_inside_a_loose_box():

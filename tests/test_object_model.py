@@ -24,6 +24,7 @@ from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
 from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
+from napari_segmentello.seeds import seed_from_mask
 
 SPEC = get_spec("lite0-128")
 NEG = 3 + SPEC.extras.index("neg")
@@ -221,6 +222,24 @@ def test_window_jitter_scales_pass_one_windows_about_their_centre_within_its_ran
     assert 0.5 - 0.01 <= min(ratios) < 0.9 and 1.1 < max(ratios) <= 2.0 + 0.01
 
 
+def test_rough_masks_are_trained_as_the_engine_takes_them_when_asked():
+    """``rough_prior`` = 1: a coarse mask is the sample's prior and a core of it the stroke; 0: the stroke."""
+    gt = _disc((300, 320), (150, 160), 70)
+    image = np.repeat(gt.astype(np.float32)[..., None], 3, axis=2)
+    lo, hi = intensity_range(image)
+    for seed in range(4):
+        plain = PromptMix(negative=0.0, focus=0.0)  # pass 1, no "not this": prev is only ever the rough mask
+        as_stroke = make_sample(image, gt, SPEC, "coarse", np.random.default_rng(seed), lo=lo, hi=hi, mix=plain)
+        mix = PromptMix(negative=0.0, focus=0.0, rough_prior=1.0)
+        as_prior = make_sample(image, gt, SPEC, "coarse", np.random.default_rng(seed), lo=lo, hi=hi, mix=mix)
+        assert as_stroke.prev is None and as_prior.prev is not None
+        assert as_prior.stroke.any() and not (as_prior.stroke & ~as_prior.prev).any()
+        assert as_prior.stroke.sum() < 0.9 * as_prior.prev.sum()
+        assert 0.45 < _iou(as_prior.prev, gt) < 0.99  # a coarse mask, not the object
+        scribble = make_sample(image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=mix)
+        assert scribble.prev is None  # other protocols are untouched
+
+
 # ---------------------------------------------------------------- boxes
 
 
@@ -347,3 +366,44 @@ def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
     stroke_model.set_image(image)
     with pytest.raises(ValueError, match="takes no previous"):
         stroke_model.predict(seed, prior=carried)
+
+
+def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke():
+    """``predict(prior=rough)``: the mask goes in as pass 2's prior, its eroded core as the stroke."""
+    image = np.zeros((128, 128), np.uint8)
+    image[40:80, 40:80] = 200
+    rough = _disc(image.shape, (62, 62), 26)  # over-paints the square's corners' inside, misses its corners
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image)
+    mask = refiner.predict(prior=rough)
+    x = oracle.batches[-1][0].numpy()  # pass 2
+    prev, pos = x[channel_of(SPEC, "prev")] > 0.5, x[channel_of(SPEC, "pos")] > 0.5
+    assert _iou(prev, x[0] > 0) < 0.75  # the rough mask (IoU 0.72 with the square), not pass 1's answer
+    assert 0 < pos.sum() < 0.9 * prev.sum() and not (pos & ~prev).any()  # the core, inside the mask
+    assert _iou(mask, image > 0) > 0.95  # the oracle moves the rough edge to the square's
+    np.testing.assert_array_equal(mask, refiner.predict(seed_from_mask(rough), prior=rough))
+
+    image = np.pad(image, ((0, 128), (0, 128)))
+    image[200:226, 200:226] = 200  # a second object, with a rough mask of its own
+    refiner.set_image(image)
+    labels = np.zeros(image.shape, np.uint16)
+    labels[:128, :128][rough] = 7
+    labels[202:224, 198:222] = 3
+    out = refiner.predict_labels(labels, rough=True)
+    np.testing.assert_array_equal(out == 7, refiner.predict(prior=labels == 7))
+    first, second = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+    first[40:80, 40:80], second[200:226, 200:226] = True, True
+    assert _iou(out == 7, first) > 0.95 and _iou(out == 3, second) > 0.95  # each its own object
+    np.testing.assert_array_equal(out == 3, refiner.predict(prior=labels == 3))
+
+    with pytest.raises(ValueError, match="rough mask"):
+        refiner.predict()
+    with pytest.raises(ValueError, match="empty"):
+        refiner.predict(prior=np.zeros(image.shape, bool))
+    stroke_model = Refiner(build_model("tiny16-32"))
+    stroke_model.set_image(image)
+    with pytest.raises(ValueError, match="takes no rough mask"):
+        stroke_model.predict(prior=labels == 7)
+    with pytest.raises(ValueError, match="takes no rough mask"):
+        stroke_model.predict_labels(labels, rough=True)

@@ -36,7 +36,8 @@ from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.engine import Refiner
 from napari_segmentello.models import build_model
-from napari_segmentello.propagate import carried, confidence, propagate, seed_from_mask
+from napari_segmentello.propagate import carried, confidence, propagate
+from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.roi import roi_from_stroke
 from training.propagation import first_below, load_sequence, start_frame
 from training.propagation import main as propagation_main

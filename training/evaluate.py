@@ -6,8 +6,9 @@ strokes (``--protocol real``: acdc-scribbles' ``scribble`` + ``negative_scribble
 or the object's box with a few pixels of jitter (``--protocol box``). The model is
 run through the real inference path (:class:`napari_segmentello.engine.Refiner`
 on the full image) and the baselines on the same prompt's ROI, given the same
-prompt (GrabCut takes strokes as sure foreground/background and a box in its
-rectangle mode). Writes ``results.json`` (summary + per object), ``results.md``
+prompt (GrabCut takes strokes as sure foreground/background, a box in its
+rectangle mode, a rough mask (``strokes.ROUGH_PROTOCOLS``) as probable foreground).
+Writes ``results.json`` (summary + per object), ``results.md``
 and a qualitative ``grid.png``.
 """
 
@@ -30,9 +31,9 @@ from napari_segmentello.engine import Refiner
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.metrics import METRIC_KEYS, mask_metrics
 from napari_segmentello.roi import crop, roi_from_stroke
-from napari_segmentello.strokes import PROTOCOLS, jittered_box, simulate_stroke
+from napari_segmentello.strokes import PROTOCOLS, ROUGH_PROTOCOLS, jittered_box, simulate_stroke
 
-from training.baselines import BASELINES, BOX_BASELINES, box_mask
+from training.baselines import BASELINES, BOX_BASELINES, ROUGH_BASELINES, box_mask
 from training.dataset import resolve_dataset
 
 MODEL = "model"  # the method name of the refiner in the results
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument(
         "--baselines",
-        help="comma list, or '' for none (default: grabcut,randomwalker,identity; for boxes grabcut,identity)",
+        help="comma list, or '' for none (default: grabcut,randomwalker,identity; for boxes and rough masks "
+        "grabcut,identity)",
     )
     p.add_argument("--grid", type=int, default=6, help="objects in the qualitative grid (0: none)")
     p.add_argument("--grid-out", type=Path, help="where to write the grid PNG (default OUT/grid.png)")
@@ -95,8 +97,8 @@ def select_objects(n: int, max_objects: int | None, seed: int) -> list[int]:
 
 
 def baseline_registry(protocol: str) -> dict[str, Callable[..., np.ndarray]]:
-    """The baselines that can take this protocol's prompt (a box is not a stroke)."""
-    return BOX_BASELINES if protocol == BOX else BASELINES
+    """The baselines that can take this protocol's prompt (a box is not a stroke, nor a rough mask)."""
+    return BOX_BASELINES if protocol == BOX else ROUGH_BASELINES if protocol in ROUGH_PROTOCOLS else BASELINES
 
 
 def parse_baselines(text: str | None, protocol: str) -> list[str]:
@@ -136,6 +138,10 @@ def model_call(refiner: Refiner, protocol: str) -> tuple[Callable[[Prompt], np.n
         if "box" not in extras:
             return None, "model takes no box"
         return (lambda p: refiner.predict(box=p.box)), "box"
+    if protocol in ROUGH_PROTOCOLS and ("prev" not in extras or refiner.spec.context != "object"):
+        return (lambda p: refiner.predict(p.stroke)), "rough mask as the stroke (the model takes no prior)"
+    if protocol in ROUGH_PROTOCOLS:
+        return (lambda p: refiner.predict(prior=p.stroke)), "rough mask as prior (its core as the stroke)"
     if protocol == REAL and "neg" not in extras:
         return (lambda p: refiner.predict(p.stroke)), "positive stroke only (the model has no 'neg' input)"
     if protocol == REAL:

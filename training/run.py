@@ -278,7 +278,9 @@ class Trainer:
             seed=cfg.seed,
             correction_prob=cfg.correction_prob,
             with_sdm=self.loss_fn.uses_sdm,
-            mix=PromptMix(negative=cfg.negative_prob, focus=cfg.focus_prob, window_jitter=jitter),
+            mix=PromptMix(
+                negative=cfg.negative_prob, focus=cfg.focus_prob, window_jitter=jitter, rough_prior=cfg.rough_prior_prob
+            ),
             composite_prob=cfg.composite_prob if train else 0.0,
         )
 

@@ -27,6 +27,12 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="2D image (grayscale or channels last), any format scikit-image reads")
     parser.add_argument("stroke", type=Path, help="stroke mask or label image (each nonzero id is one object)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output mask/labels (.png, .tif or .tiff)")
+    parser.add_argument(
+        "--rough",
+        action="store_true",
+        help="the stroke file holds rough masks of the whole objects (painted edge to edge, a filled lasso), not "
+        "strokes inside them: their edges are moved to the objects'",
+    )
     _add_model_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold in [0, 1) (default 0.5)")
 
@@ -52,7 +58,7 @@ def run_refine(args: argparse.Namespace) -> int:
         raise ValueError(f"output must end in one of {_MASK_SUFFIXES} (lossless), got {args.output.name!r}")
     image, stroke = _read(args.image), _read(args.stroke)
     ids = np.unique(stroke[stroke != 0])
-    options = {"model": args.model, "device": args.device, "threshold": args.threshold}
+    options = {"rough": args.rough, "model": args.model, "device": args.device, "threshold": args.threshold}
     start = time.perf_counter()
     if ids.size <= 1:
         result = refine(image, stroke, **options).astype(np.uint8) * 255

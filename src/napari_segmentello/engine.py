@@ -40,6 +40,7 @@ from napari_segmentello.roi import (
     start_context,
     stroke_bbox,
 )
+from napari_segmentello.seeds import seed_from_mask
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
 
@@ -173,6 +174,20 @@ def _objects(labels: np.ndarray, *, merge: bool) -> list[tuple[Any, tuple[slice,
     return [(i, _box(rows[s:e], cols[s:e])) for i, s, e in zip(ids, starts, ends, strict=True)]
 
 
+def _seeds(labels: np.ndarray, regions: dict[Any, tuple[slice, slice]]) -> np.ndarray:
+    """Each object's pixels of ``labels`` replaced by their eroded core (:func:`seeds.seed_from_mask`), under its id.
+
+    Each is eroded within its box grown by a pixel, so that the box's edge is background as on the full frame.
+    """
+    out = np.zeros_like(labels)
+    h, w = labels.shape
+    for value, (rows, cols) in regions.items():
+        box = slice(max(rows.start - 1, 0), min(rows.stop + 1, h)), slice(max(cols.start - 1, 0), min(cols.stop + 1, w))
+        region = _selector(value)(labels[box])
+        out[box][seed_from_mask(region)] = labels[box][region][0]
+    return out
+
+
 def _selector(value: Any) -> Callable[[np.ndarray], np.ndarray]:
     return (lambda a: a != 0) if value is None else (lambda a: a == value)
 
@@ -221,18 +236,23 @@ def _at_window_size(prob: np.ndarray, size: int) -> np.ndarray:
     return grown[0, 0].numpy()
 
 
+Extent = tuple[int, int, int, int]  # (y0, y1, x0, x1), as roi.stroke_bbox gives it
+
+
 @dataclass(frozen=True)
 class _Object:
-    """One object's positive prompts for the object-aware path: a (lazy) stroke mask and/or a box."""
+    """One object's prompts for the object-aware path: a (lazy) stroke mask and/or a box, and its earlier mask."""
 
     value: Any
     pos: Any  # H×W bool-like or None
-    stroke_box: tuple[int, int, int, int] | None  # (y0, y1, x0, x1) of the stroke
+    stroke_box: Extent | None
     box: Box | None
+    earlier: Any = None  # H×W bool-like: an answer under correction or a prior; None: absent
+    earlier_box: Extent | None = None
 
-    def extent(self, previous_box: tuple[int, int, int, int] | None) -> tuple[int, int, int, int]:
+    def extent(self) -> Extent:
         """Where the prompts are (:func:`roi.prompt_extent`)."""
-        return prompt_extent(self.stroke_box, self.box, previous_box)
+        return prompt_extent(self.stroke_box, self.box, self.earlier_box)
 
 
 @dataclass(frozen=True)
@@ -279,9 +299,11 @@ class Refiner:
 
         ``box`` is ``(row0, col0, row1, col1)`` in image pixels, end-exclusive; a box alone is
         enough, a box plus strokes or clicks refines it. ``previous`` is an earlier answer being
-        corrected (the new clicks win over it); ``prior`` is the object's mask carried from a
-        neighbouring plane or frame, to be kept where the image agrees: an object-aware model's
-        pass 2 refines the prior itself rather than pass 1's answer. Give one of the two.
+        corrected (the new clicks win over it); ``prior`` is a rough mask of the object (painted
+        edge to edge, a lasso, or carried from a neighbouring plane or frame), to be kept where
+        the image agrees: an object-aware model's pass 2 refines the prior itself rather than
+        pass 1's answer. Give one of the two. A prior alone is enough: its eroded core
+        (:func:`seeds.seed_from_mask`) is then the stroke.
         """
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
         for _, window in self._one(stroke, box, negative, previous, prior):
@@ -301,14 +323,18 @@ class Refiner:
         """The windows of a single object given by a stroke, a box or both."""
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
-        if stroke is None and box is None:
-            raise ValueError("give a stroke (or clicks drawn as a stroke) or a box: predict(stroke) / predict(box=...)")
+        if stroke is None and box is None and prior is None:
+            raise ValueError(
+                "give a stroke (or clicks drawn as a stroke), a box or a rough mask: predict(stroke) / "
+                "predict(box=...) / predict(prior=mask)"
+            )
         if previous is not None and prior is not None:
             raise ValueError(
-                "give previous (an earlier answer to correct) or prior (the mask carried from a neighbouring "
-                "plane), not both"
+                "give previous (an earlier answer to correct) or prior (a rough or carried mask), not both"
             )
         boxes = None if box is None else {None: box}
+        if stroke is None and prior is not None:  # a rough mask: its core is the stroke
+            return self._windows(self._frame(prior, "prior"), merge=True, negative=negative, boxes=boxes, rough=True)
         if stroke is None:
             stroke = np.zeros(self._image.shape[:2], bool)
         stroke = self._frame(stroke, "stroke")
@@ -323,19 +349,21 @@ class Refiner:
             out[np.asarray(negative) != 0] = 0
         return out
 
-    def predict_labels(self, labels: Any, *, boxes: dict[int, Any] | None = None) -> np.ndarray:
+    def predict_labels(self, labels: Any, *, boxes: dict[int, Any] | None = None, rough: bool = False) -> np.ndarray:
         """Each nonzero id refined as its own object, returned under that id in a new array.
 
         ``boxes`` (``{label_id: (row0, col0, row1, col1)}``) adds a box to an id's prompts, or
-        makes an object of a box alone. Where refined objects overlap, the highest probability
-        wins and ties go to the lower id, so the result does not depend on processing order.
+        makes an object of a box alone. With ``rough`` each id's pixels are a rough mask of the
+        object, its ``prior`` (as in :meth:`predict`), not a stroke. Where refined objects
+        overlap, the highest probability wins and ties go to the lower id, so the result does
+        not depend on processing order.
         """
         labels = self._frame(labels, "labels")
         if labels.dtype.kind not in "biu":
             raise ValueError(f"labels must be an integer or boolean label image, got dtype {labels.dtype}")
         out = np.zeros(labels.shape, labels.dtype)
         placed: dict[Any, _Window] = {}
-        for value, window in self._windows(labels, merge=False, boxes=boxes):  # ascending ids
+        for value, window in self._windows(labels, merge=False, boxes=boxes, rough=rough):  # ascending ids
             rows, cols, wy, wx = window.roi.clipped(out.shape)
             prob = window.prob[wy, wx]
             claim = prob > self.threshold
@@ -388,37 +416,58 @@ class Refiner:
         previous: Any = None,
         boxes: dict[Any, Any] | None = None,
         keep_previous: bool = False,
+        rough: bool = False,
     ) -> list[tuple[Any, _Window]]:
-        """Every object's final probability window, by the model's context rule (``keep_previous``: a prior)."""
+        """Every object's final probability window, by the model's context rule.
+
+        ``keep_previous``: ``previous`` is a prior; ``rough``: each object's ``labels`` pixels are its prior.
+        """
         neg, prev = self._prompt(negative, "negative", "neg"), self._prompt(previous, "previous", "prev")
         if boxes and "box" not in self.spec.extras:
             raise ValueError(
                 f"this model takes no box: its input recipe is image + {list(self.spec.extras)}; "
                 "use an object-aware model (e.g. one of the lite0 family) or draw a stroke instead"
             )
+        if rough and (self.spec.context != "object" or "prev" not in self.spec.extras):
+            raise ValueError(
+                f"this model takes no rough mask: it needs an object-aware model with a 'prev' input, its input "
+                f"recipe is image + {list(self.spec.extras)}; paint strokes inside the objects instead"
+            )
         if self.spec.context == "object":
-            return self._object_windows(self._object_prompts(labels, merge, boxes or {}), neg, prev, keep_previous)
+            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough)
+            return self._object_windows(objects, neg, keep_previous or rough)
         return self._stroke_windows(labels, merge=merge, neg=neg, prev=prev)
 
-    def _object_prompts(self, labels: np.ndarray, merge: bool, boxes: dict[Any, Any]) -> list[_Object]:
-        """The objects to refine: each label id (or the merged stroke) and each boxed id, ascending."""
-        strokes = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
+    def _object_prompts(
+        self, labels: np.ndarray, merge: bool, boxes: dict[Any, Any], prev: np.ndarray | None, rough: bool
+    ) -> list[_Object]:
+        """The objects to refine: each label id (or the merged stroke) and each boxed id, ascending.
+
+        Each gets ``prev`` as its earlier mask or, when ``rough``, its own pixels (and their core as its stroke).
+        """
+        regions = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
+        seeds = _seeds(labels, regions) if rough else labels
         checked = {k: check_box(b, labels.shape) for k, b in boxes.items()}
-        ids = sorted(set(strokes) | set(checked), key=lambda v: (v is not None, v))
+        prev_box = None if prev is None or not prev.any() else stroke_bbox(prev != 0)
+        ids = sorted(set(regions) | set(checked), key=lambda v: (v is not None, v))
         objects = []
         for value in ids:
-            region = strokes.get(value)
-            stroke_box = None if region is None else (region[0].start, region[0].stop, region[1].start, region[1].stop)
-            pos = None if region is None else _Selected(labels, value)
-            objects.append(_Object(value, pos, stroke_box, checked.get(value)))
+            region = regions.get(value)
+            extent = None if region is None else (region[0].start, region[0].stop, region[1].start, region[1].stop)
+            pos = None if region is None else _Selected(seeds, value)
+            if rough and region is not None:
+                earlier, earlier_box = _Selected(labels, value), extent
+            else:
+                earlier, earlier_box = prev, prev_box
+            objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box))
         return objects
 
     def _object_windows(
-        self, objects: list[_Object], neg: np.ndarray | None, prev: np.ndarray | None, keep_previous: bool = False
+        self, objects: list[_Object], neg: np.ndarray | None, keep_previous: bool = False
     ) -> list[tuple[Any, _Window]]:
         """Coarse to fine: grow each object's window until its mask stays inside, then refine the mask's box.
 
-        Pass 2's coarse mask is pass 1's answer, or with ``keep_previous`` the previous mask itself
+        Pass 2's coarse mask is pass 1's answer, or with ``keep_previous`` each object's earlier mask itself
         (a prior carried from a neighbouring plane). On held-out train images, given the true mask
         moved by 2-10 % of its size, the answer's IoU was 0.825 from pass 1's mask and 0.859 from
         the prior (which alone scored 0.860); with corrective clicks the earlier answer must not
@@ -426,12 +475,11 @@ class Refiner:
         """
         lo, hi = self._range
         shape = self._image.shape[:2]
-        prev_box = None if prev is None or not prev.any() else stroke_bbox(prev != 0)
-        rois = [start_context(o.extent(prev_box)) for o in objects]
+        rois = [start_context(o.extent()) for o in objects]
         masks: list[np.ndarray] = [np.zeros(0)] * len(objects)
         active, step = list(range(len(objects))), 0
         while active:
-            probs = self._forward([self._input(objects[i], rois[i], neg, prev, lo, hi) for i in active])
+            probs = self._forward([self._input(objects[i], rois[i], neg, lo, hi) for i in active])
             still = []
             for i, prob in zip(active, probs, strict=True):
                 masks[i] = prob
@@ -443,15 +491,13 @@ class Refiner:
         focus, coarse = [], []
         for o, roi, prob in zip(objects, rois, masks, strict=True):
             found = mask_box(prob > self.threshold, roi)
-            focus.append(focus_roi(found if found is not None else o.extent(prev_box)))
+            focus.append(focus_roi(found if found is not None else o.extent()))
             if not keep_previous:  # a prior stays the coarse mask: pass 1's answer is not resampled
                 coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
         if keep_previous:
-            inputs = [self._input(o, r, neg, prev, lo, hi) for o, r in zip(objects, focus, strict=True)]
+            inputs = [self._input(o, r, neg, lo, hi) for o, r in zip(objects, focus, strict=True)]
         else:
-            inputs = [
-                self._input(o, r, neg, None, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)
-            ]
+            inputs = [self._input(o, r, neg, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
         probs = self._forward(inputs)
         return [
             (o.value, _Window(roi, _at_window_size(p, roi.size)))
@@ -463,13 +509,13 @@ class Refiner:
         obj: _Object,
         roi: ROI,
         neg: np.ndarray | None,
-        prev: np.ndarray | None,
         lo: np.ndarray,
         hi: np.ndarray,
         *,
         coarse: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces ``prev``."""
+        """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces its earlier mask."""
+        prev = None if coarse is not None else obj.earlier
         x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=neg, prev=prev, box=obj.box)
         if coarse is not None and "prev" in self.spec.extras:
             x[channel_of(self.spec, "prev")] = coarse
@@ -521,12 +567,21 @@ class Refiner:
 
 
 def refine(
-    image: Any, stroke: Any, *, model: ModelLike = "default", device: str = "auto", threshold: float = 0.5
+    image: Any,
+    stroke: Any,
+    *,
+    rough: bool = False,
+    model: ModelLike = "default",
+    device: str = "auto",
+    threshold: float = 0.5,
 ) -> np.ndarray:
-    """Boolean H×W mask of the object under a 2D stroke (nonzero = stroke) on a 2D image."""
+    """Boolean H×W mask of the object under a 2D stroke (nonzero = stroke) on a 2D image.
+
+    With ``rough`` the "stroke" is a rough mask of the whole object (``Refiner.predict(prior=...)``).
+    """
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
-    return refiner.predict(stroke)
+    return refiner.predict(prior=stroke) if rough else refiner.predict(stroke)
 
 
 def refine_labels(
@@ -534,6 +589,7 @@ def refine_labels(
     labels: Any,
     *,
     boxes: dict[int, Any] | None = None,
+    rough: bool = False,
     model: ModelLike = "default",
     device: str = "auto",
     threshold: float = 0.5,
@@ -541,4 +597,4 @@ def refine_labels(
     """Every nonzero id of ``labels`` and each ``boxes`` id refined as its own object (``Refiner.predict_labels``)."""
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
-    return refiner.predict_labels(labels, boxes=boxes)
+    return refiner.predict_labels(labels, boxes=boxes, rough=rough)

@@ -18,19 +18,14 @@ from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.morphology import isotropic_erosion, skeletonize
 from skimage.registration import optical_flow_ilk
 from skimage.transform import resize
 
 from napari_segmentello.engine import ModelLike, Refiner
 from napari_segmentello.roi import stroke_bbox
+from napari_segmentello.seeds import EROSION, seed_from_mask
 
-__all__ = ["carried", "confidence", "propagate", "seed_from_mask"]
-
-# seed = mask eroded by this × its radius. First picked on DAVIS by an earlier session (J 0.61; 0.05: 0.44,
-# 0.3: 0.38); checked on held-out train images (scripts/heldout_probe.py prior --erosion E): the answer to a
-# moved true mask scores IoU 0.859 at 0.05 and at 0.15, 0.853 at 0.3.
-EROSION = 0.15
+__all__ = ["carried", "confidence", "propagate"]
 
 
 class PlaneRefiner(Protocol):
@@ -45,17 +40,6 @@ class PlaneRefiner(Protocol):
     def set_image(self, image: Any) -> None: ...
 
     def predict_proba(self, stroke: Any, *, prior: Any = None) -> np.ndarray: ...
-
-
-def seed_from_mask(mask: np.ndarray, erosion: float) -> np.ndarray:
-    """``mask`` eroded by ``erosion`` × its equivalent radius (at least 1 px); its skeleton if that empties it.
-
-    The seed must lie inside the object on the next plane too, so it keeps away from
-    the edge that may move; a thin object keeps its skeleton rather than vanishing.
-    """
-    radius = max(1.0, erosion * math.sqrt(np.count_nonzero(mask) / math.pi))
-    seed = isotropic_erosion(mask, radius)
-    return seed if seed.any() else skeletonize(mask)
 
 
 def confidence(prob: np.ndarray, threshold: float) -> float:

@@ -27,7 +27,9 @@ from napari_segmentello.roi import (
     start_context,
     stroke_bbox,
 )
+from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.strokes import (
+    ROUGH_PROTOCOLS,
     background_strokes,
     coarse_stroke,
     correction_strokes,
@@ -39,6 +41,7 @@ from napari_segmentello.strokes import (
 __all__ = ["BOX_PROTOCOL", "DEFAULT_MIX", "PromptMix", "Sample", "context_windows", "make_sample", "perturb_mask"]
 
 BOX_PROTOCOL = "box"  # a protocol name for object-aware models: the object's (jittered) box, no stroke
+ROUGH_SEED_EROSION = (0.15, 0.5)  # a rough mask's core in training: eroded by U(this) × its radius
 
 
 def perturb_mask(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -101,11 +104,14 @@ class PromptMix:
     ``[-window_jitter, window_jitter]``: the rule ties the window to the prompts' extent, and a
     network that only ever sees that ratio learns object size from the window, not the image
     (small objects under short strokes come out far too large).
+    ``rough_prior``: how often a rough mask (``strokes.ROUGH_PROTOCOLS``) comes as the engine takes
+    one from "Rough masks" (the mask as the prior, a core of it as the stroke) rather than as a stroke.
     """
 
     negative: float = 0.5
     focus: float = 0.4
     window_jitter: float = 0.0
+    rough_prior: float = 0.0
 
 
 DEFAULT_MIX = PromptMix()
@@ -152,7 +158,10 @@ def _object_sample(
     stroke = np.zeros(gt.shape, bool) if box is not None else simulate_stroke(gt, name, rng)
     neg = background_strokes(gt, rng) if rng.random() < mix.negative else None
     prev = None
-    if correction:
+    if name in ROUGH_PROTOCOLS and rng.random() < mix.rough_prior:
+        # the core's depth varies, so the chosen inference erosion is not the only one the network knows
+        prev, stroke = stroke, seed_from_mask(stroke, rng.uniform(*ROUGH_SEED_EROSION))
+    elif correction:
         prev = earlier_mask(gt, rng)
         pos, fix = correction_strokes(gt, prev, rng)
         stroke, neg = stroke | pos, fix if neg is None else neg | fix

@@ -1,6 +1,8 @@
 """Refine's inputs and worker body: the displayed plane's prompts, read off the layers, per object through the engine.
 
 Each box (see :mod:`.boxes`) is one object, alone or with strokes and clicks of its id.
+With *rough masks* on, each id's painted pixels are a rough mask of the whole object
+(painted edge to edge, or a filled lasso) rather than a stroke inside it: the engine's ``prior``.
 Corrections: each connected erase stroke is the negative of one object (see
 :func:`~napari_segmentello._qt.layers.assign_negatives`), and an object's current result
 is its previous mask, when the model takes those inputs; models that don't get the
@@ -20,10 +22,8 @@ from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.boxes import Box, plane_boxes
 from napari_segmentello._qt.controller import Controller
 from napari_segmentello.engine import Refiner
-from napari_segmentello.propagate import seed_from_mask
+from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.strokes import points_to_stroke
-
-SEED_EROSION = 0.15  # an object corrected without a stroke on its plane is seeded like propagation seeds a plane
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,12 @@ class Drawn:
     previous: np.ndarray | None  # the output layer's plane, None when it holds nothing there yet
     ids: set[int] | None  # refine only these objects (refine as I paint), None for all
     boxes: dict[int, Box]  # the boxes on the plane, by object id
+    rough: bool = False  # the painted ids are rough masks (priors), not strokes
 
 
-def read_drawn(c: Controller, image: Image, strokes: Labels, index: ql.Index, ids: set[int] | None = None) -> Drawn:
+def read_drawn(
+    c: Controller, image: Image, strokes: Labels, index: ql.Index, ids: set[int] | None = None, rough: bool = False
+) -> Drawn:
     """The displayed plane's strokes, clicks and boxes (objects and erase strokes) and its previous result."""
     plane = np.array(strokes.data[index])  # a copy: painting may go on while the worker runs
     clicks = c.layer_named(f"{image.name} clicks", Points)
@@ -59,13 +62,17 @@ def read_drawn(c: Controller, image: Image, strokes: Labels, index: ql.Index, id
     boxes = plane_boxes(shapes, index) if shapes is not None else {}
     if boxes and max(boxes) > np.iinfo(plane.dtype).max:
         raise ValueError(f"box id {max(boxes)} does not fit stroke layer {strokes.name!r} ({plane.dtype}): use uint16")
-    return Drawn(objects, erase, previous, ids, boxes)
+    return Drawn(objects, erase, previous, ids, boxes, rough)
 
 
 def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], list[str]]:
-    """Per object to refine: its stroke and box and, when the model takes them, its negative and previous masks."""
+    """Per object to refine: its stroke (or rough mask) and box and, when the model takes them, its negative and
+    previous masks. A rough mask is its object's prior: the previous result is not used with it."""
     extras = set(refiner.spec.extras)
     ignored = []
+    rough = drawn.rough and refiner.spec.context == "object" and "prev" in extras
+    if drawn.rough and not rough:
+        ignored.append("rough masks")
     negatives = ql.assign_negatives(drawn.objects, drawn.erase, drawn.previous)
     if drawn.erase.any() and "neg" not in extras:
         ignored.append("erase strokes")
@@ -84,14 +91,12 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
         stroke = drawn.objects == k
         before = previous == k if previous is not None and np.any(previous == k) else None
         box = drawn.boxes.get(k)
-        if not stroke.any():
-            stroke = None if box is not None else seed_from_mask(before, SEED_EROSION)
-        out[k] = {
-            "stroke": stroke,
-            "box": box,
-            "negative": negatives.get(k),
-            "previous": before,
-        }
+        prior = None
+        if rough and stroke.any():
+            stroke, prior, before = None, stroke, None
+        elif not stroke.any():
+            stroke = None if box is not None else seed_from_mask(before)  # seeded as propagation seeds a plane
+        out[k] = {"stroke": stroke, "box": box, "negative": negatives.get(k), "previous": before, "prior": prior}
     return out, ignored
 
 
@@ -103,7 +108,9 @@ def predict_each(refiner: Refiner, prompts: dict[int, dict[str, Any]], drawn: Dr
     out = np.zeros_like(drawn.objects)
     best = np.zeros(out.shape, np.float32)
     for k, p in prompts.items():  # ascending ids
-        prob = refiner.predict_proba(p["stroke"], box=p["box"], negative=p["negative"], previous=p["previous"])
+        prob = refiner.predict_proba(
+            p["stroke"], box=p["box"], negative=p["negative"], previous=p["previous"], prior=p["prior"]
+        )
         claim = (prob > refiner.threshold) & (prob > best)
         out[claim], best[claim] = k, prob[claim]
     return out
@@ -123,7 +130,8 @@ def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Dra
     elif wanted:
         boxes = {k: b for k, b in drawn.boxes.items() if k in wanted}
         strokes = np.where(np.isin(drawn.objects, list(wanted)), drawn.objects, 0)
-        labels = refiner.predict_labels(strokes, boxes=boxes or None)
+        rough = any(p["prior"] is not None for p in wanted.values())
+        labels = refiner.predict_labels(strokes, boxes=boxes or None, rough=rough)
     else:
         labels = np.zeros_like(drawn.objects)
     return Refined(labels.astype(drawn.objects.dtype), set(wanted) | (drawn.ids or set()), tuple(ignored))

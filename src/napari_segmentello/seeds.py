@@ -1,0 +1,33 @@
+"""A mask's eroded core as its stroke: how a carried mask (propagation) or a rough mask becomes a seed.
+
+The model is asked for the object under a stroke; a whole mask given as the stroke
+reads as "the object is at least all this" and the answer grows past a rough edge.
+Its core, kept away from the edge that may be wrong, is a stroke inside the object,
+and the mask itself goes in as the ``prior`` that pass 2 refines.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from skimage.morphology import isotropic_erosion, skeletonize
+
+__all__ = ["EROSION", "seed_from_mask"]
+
+# seed = mask eroded by this × its radius. First picked on DAVIS by an earlier session (J 0.61; 0.05: 0.44,
+# 0.3: 0.38); checked on held-out train images (scripts/heldout_probe.py prior --erosion E): the answer to a
+# moved true mask scores IoU 0.859 at 0.05 and at 0.15, 0.853 at 0.3.
+EROSION = 0.15
+
+
+def seed_from_mask(mask: np.ndarray, erosion: float = EROSION) -> np.ndarray:
+    """``mask`` eroded by ``erosion`` × its equivalent radius (at least 1 px); its skeleton if that empties it.
+
+    The seed must lie inside the object on the next plane too, so it keeps away from
+    the edge that may move; a thin object keeps its skeleton rather than vanishing.
+    """
+    mask = np.asarray(mask, bool)
+    radius = max(1.0, erosion * math.sqrt(np.count_nonzero(mask) / math.pi))
+    seed = isotropic_erosion(mask, radius)
+    return seed if seed.any() else skeletonize(mask)
