@@ -3,7 +3,7 @@
     python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
     python scripts/heldout_probe.py prior --model default --objects 30
     python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
-    python scripts/heldout_probe.py coarse --model default --objects 30
+    python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
@@ -14,8 +14,8 @@ answers, and of the model given the seed alone.
 ``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
 and the last click, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
-mask itself, of the model given it as the stroke (as the widget does), and given its eroded core as
-the stroke and the mask as ``prior``.
+mask itself, of the model given it as the stroke, and given its core (eroded by each of ``--erosion``,
+a comma list) as the stroke and the mask as ``prior`` (as "Rough masks" gives it).
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
 """
 
@@ -107,13 +107,14 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
-def probe_coarse(refiner: Refiner, sets, erosion: float, protocol: str) -> None:
+def probe_coarse(refiner: Refiner, sets, erosions: list[float], protocol: str) -> None:
     def figures(item: int, inst) -> list[float]:
         rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
-        answers = (refiner.predict(rough), refiner.predict(seed_from_mask(rough, erosion), prior=rough))
+        answers = [refiner.predict(rough), *(refiner.predict(seed_from_mask(rough, e), prior=rough) for e in erosions)]
         return [iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)]
 
-    _table(refiner, sets, "rough mask IoU | model (as stroke) | model (core + prior)", figures)
+    cores = " | ".join(f"model (core {e:g} + prior)" for e in erosions)
+    _table(refiner, sets, f"rough mask IoU | model (as stroke) | {cores}", figures)
 
 
 def main() -> None:
@@ -124,7 +125,7 @@ def main() -> None:
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
     p.add_argument("--mins", default=str(roi.CONTEXT_MIN))
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
-    p.add_argument("--erosion", type=float, default=EROSION, help="seed erosion (prior, coarse; propagate's default)")
+    p.add_argument("--erosion", default=str(EROSION), help="seed erosion (prior; coarse: a comma list)")
     p.add_argument("--protocol", default="coarse", help="the simulated rough mask (coarse probe): coarse, lasso, ...")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -133,9 +134,9 @@ def main() -> None:
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
-        probe_prior(refiner, sets, args.erosion)
+        probe_prior(refiner, sets, float(args.erosion))
     elif args.probe == "coarse":
-        probe_coarse(refiner, sets, args.erosion, args.protocol)
+        probe_coarse(refiner, sets, [float(e) for e in args.erosion.split(",")], args.protocol)
     else:
         probe_clicks(refiner, sets, args.rounds)
 

@@ -24,7 +24,7 @@ from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
 from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
-from napari_segmentello.seeds import seed_from_mask
+from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 SPEC = get_spec("lite0-128")
 NEG = 3 + SPEC.extras.index("neg")
@@ -382,7 +382,7 @@ def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke():
     assert _iou(prev, x[0] > 0) < 0.75  # the rough mask (IoU 0.72 with the square), not pass 1's answer
     assert 0 < pos.sum() < 0.9 * prev.sum() and not (pos & ~prev).any()  # the core, inside the mask
     assert _iou(mask, image > 0) > 0.95  # the oracle moves the rough edge to the square's
-    np.testing.assert_array_equal(mask, refiner.predict(seed_from_mask(rough), prior=rough))
+    np.testing.assert_array_equal(mask, refiner.predict(seed_from_mask(rough, ROUGH_EROSION), prior=rough))
 
     image = np.pad(image, ((0, 128), (0, 128)))
     image[200:226, 200:226] = 200  # a second object, with a rough mask of its own

@@ -98,7 +98,7 @@ class ListRefiner(StandIn):
     def set_image(self, image) -> None:
         self.k = int(np.asarray(image).flat[0])
 
-    def predict_proba(self, stroke, *, prior=None) -> np.ndarray:
+    def predict_proba(self, stroke=None, *, prior=None) -> np.ndarray:
         self.calls.append((self.k, np.asarray(stroke).copy(), None if prior is None else prior.copy()))
         return np.where(self.masks[self.k], self.sure[self.k], BACKGROUND).astype(np.float32)
 
@@ -186,6 +186,22 @@ def test_the_carried_mask_is_the_prior_when_the_model_takes_one():
         np.testing.assert_array_equal(prior, carried(masks[k - 1], planes[k - 1], planes[k]))
         assert _iou(prior, masks[k]) > 0.8 > _iou(masks[k - 1], masks[k])
         assert not (seed & ~prior).any()
+
+
+def test_a_rough_start_is_refined_as_a_prior_alone():
+    """``rough``: the start plane's paint is a rough mask, its prior (no stroke); then the walk as usual."""
+    n = 4
+    masks = [_disc((32, 20 + 4 * z), 8) for z in range(n)]
+    refiner = ListRefiner(masks, extras=("pos", "neg", "prev"))
+    rough = _disc((33, 21), 10)
+    out = propagate(_moving(masks), rough, 0, refiner=refiner, rough=True)
+    (k, stroke, prior), *walk = refiner.calls
+    assert k == 0 and stroke.ndim == 0 and stroke.item() is None  # the engine seeds the core itself
+    np.testing.assert_array_equal(prior, rough)
+    assert len(walk) == n - 1 and all(p is not None for _, _, p in walk)
+    np.testing.assert_array_equal(out, np.stack(masks))
+    with pytest.raises(ValueError, match="takes no rough mask"):
+        propagate(_moving(masks), rough, 0, refiner=Refiner(build_model("tiny16-32")), rough=True)
 
 
 def test_carried_follows_a_real_texture_and_stays_on_flat_planes():

@@ -219,7 +219,7 @@ def test_rough_masks_reach_the_engine_as_priors(setup, qtbot, sample, notes, spy
     for k in (1, 2, 3):  # each coin over-painted by 4 px
         rough[ndi.binary_dilation(reference == k, iterations=4) & (rough == 0)] = k
     viewer, widget = setup(image, rough.copy(), model=PriorStandIn())
-    widget.prompting.rough_checkbox.setChecked(True)
+    widget.rough_checkbox.setChecked(True)
     run_refine(qtbot, widget)
     assert spy["rough"] == [True] and not spy["proba"]
     np.testing.assert_array_equal(spy["labels"][0], rough)

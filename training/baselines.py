@@ -29,7 +29,7 @@ from skimage.transform import resize
 
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.roi import roi_from_stroke, stroke_bbox
-from napari_segmentello.seeds import seed_from_mask
+from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 
 def stroke_window(
@@ -129,7 +129,7 @@ def grabcut_rough(
     region, rgb, local = stroke_window(image, rough, margin)
     labels = np.full(local.shape, cv2.GC_BGD, np.uint8)
     labels[local] = cv2.GC_PR_FGD
-    labels[seed_from_mask(local)] = cv2.GC_FGD
+    labels[seed_from_mask(local, ROUGH_EROSION)] = cv2.GC_FGD
     labels[_negative_window(negative, region, local.shape)] = cv2.GC_BGD
     if not (labels == cv2.GC_BGD).any():  # the mask fills the window: no background to learn from
         return _full_frame(np.shape(rough), region, labels != cv2.GC_BGD)

@@ -40,7 +40,7 @@ from napari_segmentello.roi import (
     start_context,
     stroke_bbox,
 )
-from napari_segmentello.seeds import seed_from_mask
+from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
 
@@ -175,7 +175,7 @@ def _objects(labels: np.ndarray, *, merge: bool) -> list[tuple[Any, tuple[slice,
 
 
 def _seeds(labels: np.ndarray, regions: dict[Any, tuple[slice, slice]]) -> np.ndarray:
-    """Each object's pixels of ``labels`` replaced by their eroded core (:func:`seeds.seed_from_mask`), under its id.
+    """Each object's pixels of ``labels`` replaced by their core (``seeds.ROUGH_EROSION``), under its id.
 
     Each is eroded within its box grown by a pixel, so that the box's edge is background as on the full frame.
     """
@@ -184,7 +184,7 @@ def _seeds(labels: np.ndarray, regions: dict[Any, tuple[slice, slice]]) -> np.nd
     for value, (rows, cols) in regions.items():
         box = slice(max(rows.start - 1, 0), min(rows.stop + 1, h)), slice(max(cols.start - 1, 0), min(cols.stop + 1, w))
         region = _selector(value)(labels[box])
-        out[box][seed_from_mask(region)] = labels[box][region][0]
+        out[box][seed_from_mask(region, ROUGH_EROSION)] = labels[box][region][0]
     return out
 
 
@@ -302,8 +302,8 @@ class Refiner:
         corrected (the new clicks win over it); ``prior`` is a rough mask of the object (painted
         edge to edge, a lasso, or carried from a neighbouring plane or frame), to be kept where
         the image agrees: an object-aware model's pass 2 refines the prior itself rather than
-        pass 1's answer. Give one of the two. A prior alone is enough: its eroded core
-        (:func:`seeds.seed_from_mask`) is then the stroke.
+        pass 1's answer. Give one of the two. A prior alone is a rough mask: its core
+        (:func:`seeds.seed_from_mask` by ``seeds.ROUGH_EROSION``) is then the stroke.
         """
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
         for _, window in self._one(stroke, box, negative, previous, prior):

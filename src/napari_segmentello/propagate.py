@@ -39,7 +39,7 @@ class PlaneRefiner(Protocol):
 
     def set_image(self, image: Any) -> None: ...
 
-    def predict_proba(self, stroke: Any, *, prior: Any = None) -> np.ndarray: ...
+    def predict_proba(self, stroke: Any = None, *, prior: Any = None) -> np.ndarray: ...
 
 
 def confidence(prob: np.ndarray, threshold: float) -> float:
@@ -134,6 +134,7 @@ def propagate(
     erosion: float = EROSION,
     min_confidence: float = 0.8,
     refine_start: bool = True,
+    rough: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Bool (Z, H, W) masks of the object under ``stroke`` (a 2D mask on plane ``index``) through the stack.
@@ -146,7 +147,9 @@ def propagate(
     inside (:func:`confidence`) is below ``min_confidence``; that plane and the ones
     beyond stay False. ``refiner`` (see :class:`PlaneRefiner`) replaces
     ``model``/``device``/``threshold``. With ``refine_start=False`` the stroke is taken
-    as plane ``index``'s finished mask (an existing label to carry on). ``progress(done, total)`` is called after each
+    as plane ``index``'s finished mask (an existing label to carry on), with ``rough`` as a rough mask of the
+    object there (refined as :meth:`Refiner.predict_proba` refines a ``prior`` alone). ``progress(done, total)``
+    is called after each
     plane is decided (planes beyond a stop count as decided), ending at ``(Z, Z)``;
     an exception it raises (a user's Stop) ends the walk.
     """
@@ -170,7 +173,8 @@ def propagate(
     start = np.asarray(image[index])  # read once: refined here and the flow's first "before" both ways
     if refine_start:
         refiner.set_image(start)
-        out[index] = _refined(refiner, stroke != 0, None)[1]
+        start_mask = refiner.predict_proba(prior=stroke != 0) if rough else _refined(refiner, stroke != 0, None)[0]
+        out[index] = start_mask > refiner.threshold
     else:
         out[index] = stroke != 0
     decided(1)

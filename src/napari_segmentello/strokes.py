@@ -648,8 +648,8 @@ PROTOCOLS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = 
 # Protocols whose "stroke" is a rough mask of the whole object, reaching its edge: the engine takes them as a
 # prior (``Refiner.predict(prior=...)``, the widget's "Rough masks"), training makes them alike. On held-out
 # train images (scripts/heldout_probe.py coarse --objects 30 --protocol P, mean of the five sets) coarse
-# scored IoU 0.779 as a prior vs 0.702 as the stroke, lasso 0.646 vs 0.608; the study's shrunken blobs lie
-# inside the object and stay strokes (0.694 as a prior vs 0.746).
+# scored IoU 0.779 as a prior vs 0.702 as the stroke, lasso 0.680 vs 0.608 (core: seeds.ROUGH_EROSION);
+# the study's shrunken blobs lie inside the object and stay strokes (0.694 as a prior vs 0.746, core 0.15).
 ROUGH_PROTOCOLS = ("coarse", "lasso")
 
 

@@ -17,6 +17,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -67,6 +68,11 @@ class Controller(QWidget):
         self.erase_spin.setRange(1, 65535)
         self.erase_spin.setValue(ERASE_ID)
         self.erase_spin.setToolTip("stroke label meaning 'not this object': paint it over a wrong part of a result")
+        self.rough_checkbox = QCheckBox("Rough masks")
+        self.rough_checkbox.setToolTip(
+            "what you paint covers each whole object roughly, edge to edge (or a filled lasso): its edge is "
+            "moved to the object's, instead of the object being found around a stroke (Refine and Propagate)"
+        )
         self.model_combo = ModelPicker()
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
@@ -85,6 +91,7 @@ class Controller(QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("strokes", strokes_row)
         form.addRow("erase label", self.erase_spin)
+        form.addRow("", self.rough_checkbox)
         form.addRow("model", self.model_combo)
         form.addRow("device", self.device_combo)
         form.addRow("threshold", self.threshold_spin)

@@ -4,8 +4,8 @@ Strokes painted with the controller's *erase label* (the "Erase" toggle switches
 brush to it) mean "not this". Clicks in the ``<image> clicks`` Points layer are small
 disc strokes of the stroke layer's current label. Each rectangle in the ``<image> boxes``
 Shapes layer is a new object (the next free id), refined when drawn; the brush then
-takes its id, so strokes and erase strokes correct it. With *Rough masks* on, what is
-painted for an id is a rough mask of the whole object, kept where the image agrees.
+takes its id, so strokes and erase strokes correct it. With the controller's *Rough masks*
+on, what is painted for an id is a rough mask of the whole object, kept where the image agrees.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ LIVE_DELAY_MS = 300
 
 
 class PromptPanel(QWidget):
-    """Refine, Click mode, Box mode, Erase, "Rough masks" and "Refine as I paint"; follows the prompt layers."""
+    """Refine, Click mode, Box mode, Erase and "Refine as I paint"; follows the stroke, clicks and boxes layers."""
 
     def __init__(self, controller: Controller, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -46,11 +46,6 @@ class PromptPanel(QWidget):
         self.box_button = QPushButton("Box mode")
         self.box_button.setToolTip("draw a rectangle around each object: one new object per box, refined on release")
         self.live_checkbox = QCheckBox("Refine as I paint")
-        self.rough_checkbox = QCheckBox("Rough masks")
-        self.rough_checkbox.setToolTip(
-            "what you paint covers each whole object roughly, edge to edge (or a filled lasso): "
-            "its edge is moved to the object's, instead of the object being found around a stroke"
-        )
         self._live_timer = QTimer(self)
         self._live_timer.setSingleShot(True)
         self._live_timer.setInterval(LIVE_DELAY_MS)
@@ -61,7 +56,6 @@ class PromptPanel(QWidget):
         buttons.addWidget(self.box_button)
         toggles = QHBoxLayout()
         toggles.addWidget(self.erase_checkbox)
-        toggles.addWidget(self.rough_checkbox)
         toggles.addWidget(self.live_checkbox)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -104,7 +98,7 @@ class PromptPanel(QWidget):
         index = ql.displayed_plane(c.viewer, image)
         if ids is not None and c.erase_spin.value() in ids:
             ids = None  # an erase stroke may concern any object on the plane
-        drawn = read_drawn(c, image, strokes, index, ids, rough=self.rough_checkbox.isChecked())
+        drawn = read_drawn(c, image, strokes, index, ids, rough=c.rough_checkbox.isChecked())
         if ids is not None and not np.isin(drawn.objects, list(ids)).any() and not ids & drawn.boxes.keys():
             # every touched object was erased: just clear it from the output
             self._write(image, strokes, index, Refined(np.zeros_like(drawn.objects), ids, ()))

@@ -21,9 +21,21 @@ from napari_segmentello.propagate import propagate
 
 
 def propagate_job(
-    model: Any, device: str, threshold: float, volume: Any, objects: np.ndarray, at: int, *, report: Callable, stop: Any
+    model: Any,
+    device: str,
+    threshold: float,
+    volume: Any,
+    objects: np.ndarray,
+    at: int,
+    *,
+    rough: bool,
+    report: Callable,
+    stop: Any,
 ) -> Refined:
-    """Every object on the displayed plane propagated through ``volume`` (Z, H, W[, C]); ties go to the lower id."""
+    """Every object on the displayed plane propagated through ``volume`` (Z, H, W[, C]); ties go to the lower id.
+
+    With ``rough`` each object's paint is a rough mask of it (see :func:`propagate`).
+    """
     refiner = Refiner(model, device, threshold)
     ids = sorted(set(np.unique(objects[objects != 0]).tolist()))
     out = np.zeros((volume.shape[0], *objects.shape), objects.dtype)
@@ -34,7 +46,7 @@ def propagate_job(
                 raise Stopped
             report(n * total + done, len(ids) * total, "")
 
-        mask = propagate(volume, objects == k, at, refiner=refiner, progress=step)
+        mask = propagate(volume, objects == k, at, refiner=refiner, rough=rough, progress=step)
         out[mask & (out == 0)] = k
     return Refined(out, set(ids), ())
 
@@ -92,6 +104,7 @@ class StackPanel(QWidget):
             volume,
             objects,
             at,
+            rough=c.rough_checkbox.isChecked(),
             _connect={"returned": lambda out: self._write_stack(image, strokes, stack, axis, out)},
             stoppable=True,
         )
