@@ -155,6 +155,17 @@ def test_seed_of_a_thin_object_is_its_skeleton():
     assert seed.any() and not (seed & ~line).any()
 
 
+def test_seed_of_a_large_mask_is_eroded_subsampled_and_stays_inside():
+    """A mask wider than ``seeds.SEED_SIDE`` is eroded on a subsampled grid: the same core within a few pixels."""
+    mask = _disc((700, 650), 620, shape=(1400, 1300))
+    mask[600:800, 1100:] = False  # a notch, so the core is not a disc either
+    seed = seed_from_mask(mask, 0.3)
+    radius = 0.3 * math.sqrt(mask.sum() / math.pi)
+    full = ndi.distance_transform_edt(mask) > radius  # the full-resolution erosion
+    assert not (seed & ~mask).any()
+    assert _iou(seed, full) > 0.98
+
+
 def _moving(masks: list[np.ndarray]) -> np.ndarray:
     """Planes that show ``masks`` as smooth bright objects; pixel (0, 0) holds the plane's index (ListRefiner)."""
     planes = np.stack([ndi.gaussian_filter(m.astype(np.float32) * 100.0, 1.5) for m in masks])
