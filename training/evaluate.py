@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from napari_segmentello.data import CocoInstances, Instance
-from napari_segmentello.engine import Refiner
+from napari_segmentello.engine import Refiner, takes_rough_masks
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.metrics import METRIC_KEYS, mask_metrics
 from napari_segmentello.roi import crop, roi_from_stroke
@@ -138,7 +138,7 @@ def model_call(refiner: Refiner, protocol: str) -> tuple[Callable[[Prompt], np.n
         if "box" not in extras:
             return None, "model takes no box"
         return (lambda p: refiner.predict(box=p.box)), "box"
-    if protocol in ROUGH_PROTOCOLS and ("prev" not in extras or refiner.spec.context != "object"):
+    if protocol in ROUGH_PROTOCOLS and not takes_rough_masks(refiner.spec):
         return (lambda p: refiner.predict(p.stroke)), "rough mask as the stroke (the model takes no prior)"
     if protocol in ROUGH_PROTOCOLS:
         return (lambda p: refiner.predict(prior=p.stroke)), "rough mask as prior (its core as the stroke)"

@@ -188,6 +188,11 @@ def _seeds(labels: np.ndarray, regions: dict[Any, tuple[slice, slice]]) -> np.nd
     return out
 
 
+def takes_rough_masks(spec: Any) -> bool:
+    """Whether a model refines a rough mask: object-aware (a prior is pass 2's coarse mask), with a 'prev' input."""
+    return spec.context == "object" and "prev" in spec.extras
+
+
 def _selector(value: Any) -> Callable[[np.ndarray], np.ndarray]:
     return (lambda a: a != 0) if value is None else (lambda a: a == value)
 
@@ -320,7 +325,7 @@ class Refiner:
         return self._without_negative(out, negative)
 
     def _one(self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any) -> list[tuple[Any, _Window]]:
-        """The windows of a single object given by a stroke, a box or both."""
+        """The windows of a single object given by a stroke, a box or both, or by a rough mask (a prior alone)."""
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
         if stroke is None and box is None and prior is None:
@@ -428,7 +433,7 @@ class Refiner:
                 f"this model takes no box: its input recipe is image + {list(self.spec.extras)}; "
                 "use an object-aware model (e.g. one of the lite0 family) or draw a stroke instead"
             )
-        if rough and (self.spec.context != "object" or "prev" not in self.spec.extras):
+        if rough and not takes_rough_masks(self.spec):
             raise ValueError(
                 f"this model takes no rough mask: it needs an object-aware model with a 'prev' input, its input "
                 f"recipe is image + {list(self.spec.extras)}; paint strokes inside the objects instead"
@@ -492,13 +497,12 @@ class Refiner:
         for o, roi, prob in zip(objects, rois, masks, strict=True):
             found = mask_box(prob > self.threshold, roi)
             focus.append(focus_roi(found if found is not None else o.extent()))
-            if not keep_previous:  # a prior stays the coarse mask: pass 1's answer is not resampled
-                coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
-        if keep_previous:
-            inputs = [self._input(o, r, neg, lo, hi) for o, r in zip(objects, focus, strict=True)]
-        else:
-            inputs = [self._input(o, r, neg, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
-        probs = self._forward(inputs)
+            # None: a prior stays the coarse mask (the object's earlier mask), pass 1's answer is not resampled
+            size = self.spec.working_size
+            coarse.append(None if keep_previous else resample_window(prob, roi, focus[-1], size) > self.threshold)
+        probs = self._forward(
+            [self._input(o, r, neg, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
+        )
         return [
             (o.value, _Window(roi, _at_window_size(p, roi.size)))
             for o, roi, p in zip(objects, focus, probs, strict=True)

@@ -21,7 +21,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.boxes import Box, plane_boxes
 from napari_segmentello._qt.controller import Controller
-from napari_segmentello.engine import Refiner
+from napari_segmentello.engine import Refiner, takes_rough_masks
 from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.strokes import points_to_stroke
 
@@ -70,7 +70,7 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
     previous masks. A rough mask is its object's prior: the previous result is not used with it."""
     extras = set(refiner.spec.extras)
     ignored = []
-    rough = drawn.rough and refiner.spec.context == "object" and "prev" in extras
+    rough = drawn.rough and takes_rough_masks(refiner.spec)
     if drawn.rough and not rough:
         ignored.append("rough masks")
     negatives = ql.assign_negatives(drawn.objects, drawn.erase, drawn.previous)
