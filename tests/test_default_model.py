@@ -49,15 +49,21 @@ def test_default_refines_the_bundled_sample():
     assert refined_iou > stroke_iou + 0.2
 
 
+def _val_objects(data_root, refiner: Refiner, n: int = 20):
+    """The first ``n`` coco-mini val objects (of its first 6 images), ``refiner`` set on each one's image."""
+    instances = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=6)
+    for i in range(min(len(instances), n)):
+        inst = instances[i]
+        refiner.set_image(inst.image)
+        yield inst
+
+
 @pytest.mark.data
 def test_default_beats_the_scribble_itself_on_real_val_objects(data_root):
-    instances = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=6)
     refiner = Refiner("default", device="cpu")
     gains = []
-    for i in range(min(len(instances), 20)):
-        inst = instances[i]
+    for inst in _val_objects(data_root, refiner):
         stroke = simulate_stroke(inst.mask, "scribble", np.random.default_rng([7, inst.ann_id]))
-        refiner.set_image(inst.image)
         gains.append(iou(inst.mask, refiner.predict(stroke)) - iou(inst.mask, stroke))
     assert np.mean(gains) > 0.05  # measured +0.15 on these 20 objects; a broken bundle goes negative
 
@@ -65,12 +71,9 @@ def test_default_beats_the_scribble_itself_on_real_val_objects(data_root):
 @pytest.mark.data
 def test_default_refines_rough_masks_better_as_priors_than_as_strokes(data_root):
     """What "Rough masks" is for: a coarse mask or lasso given as the prior, not as a stroke."""
-    instances = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=6)
     refiner = Refiner("default", device="cpu")
     gains = []
-    for i in range(min(len(instances), 20)):
-        inst = instances[i]
-        refiner.set_image(inst.image)
+    for inst in _val_objects(data_root, refiner):
         for protocol in ("coarse", "lasso"):
             rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([7, inst.ann_id]))
             gains.append(iou(inst.mask, refiner.predict(prior=rough)) - iou(inst.mask, refiner.predict(rough)))
