@@ -4,6 +4,7 @@
     python scripts/heldout_probe.py prior --model default --objects 30
     python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
     python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3
+    python scripts/heldout_probe.py video --model default --objects 10 --frames 10 --carry 0,0.3,0.35,0.4,0.45
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
@@ -16,6 +17,10 @@ and the last click, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
 mask itself, of the model given it as the stroke, and given its core (eroded by each of ``--erosion``,
 a comma list) as the stroke and the mask as ``prior`` (as "Rough masks" gives it).
+``video``: synthetic clips (:func:`clip`: the held-out image and mask warped frame by frame by a
+drifting similarity and a growing smooth deformation; objects of at least 32² px) propagated
+from frame 0's true mask and from a human-like scribble on it, for each ``--carry``: J-mean over
+frames 1.. and J of the last frame. Camera-like motion only: tests drift, not occlusion.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
 """
 
@@ -25,14 +30,16 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
 from napari_segmentello import roi
 from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
+from napari_segmentello.propagate import propagate
 from napari_segmentello.seeds import EROSION, seed_from_mask
-from napari_segmentello.strokes import simulate_stroke
+from napari_segmentello.strokes import human_scribble_stroke, simulate_stroke
 from training.config import load_config
 from training.dataset import open_sources, split_items
 from training.evaluate import evaluate
@@ -41,14 +48,19 @@ from training.noc import interact_clicks, model_method, noc
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
 
 
-def held_out(objects: int) -> list[tuple[CocoInstances, list[int]]]:
-    """Each train set with a seeded sample of its held-out objects."""
+def _pixels(source: CocoInstances, item: int) -> int:
+    """The decoded mask's pixel count of item ``item``."""
+    return int(mask_utils.area(source.coco.annToRLE(source.coco.anns[source.items[item][1]])))
+
+
+def held_out(objects: int, min_pixels: int = 0) -> list[tuple[CocoInstances, list[int]]]:
+    """Each train set with a seeded sample of its held-out objects (of at least ``min_pixels``)."""
     cfg = load_config(CONFIG)
     sources = open_sources(cfg)
     _, held = split_items(sources, cfg.val_fraction, cfg.seed)
     out = []
     for s, source in enumerate(sources):
-        items = [i for t, i in held if t == s]
+        items = [i for t, i in held if t == s and _pixels(source, i) >= min_pixels]
         pick = np.random.default_rng(s).choice(items, min(objects, len(items)), replace=False)
         out.append((source, sorted(pick.tolist())))
     return out
@@ -117,9 +129,59 @@ def probe_coarse(refiner: Refiner, sets, erosions: list[float], protocol: str) -
     _table(refiner, sets, f"rough mask IoU | model (as stroke) | {cores}", figures)
 
 
+def clip(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, frames: int, deform: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, masks): ``image`` warped about the object by a per-frame shift (2-15 % of its size), turn and
+    zoom, plus a smooth random deformation growing with time (``deform`` × its size per frame)."""
+    h, w = mask.shape
+    cy, cx = ndi.center_of_mass(mask)
+    size = np.sqrt(mask.sum())
+    speed, heading = rng.uniform(0.02, 0.15) * size, rng.uniform(0, 2 * np.pi)
+    turn, zoom = rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03)
+    field = np.stack([ndi.gaussian_filter(rng.standard_normal((h, w)), size / 3) for _ in range(2)])
+    field *= deform * size / (np.abs(field).max() + 1e-9)
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    images, masks = [], []
+    for t in range(frames):
+        # inverse map: where each output pixel comes from in frame 0
+        scale, angle = np.exp(-zoom * t), -turn * t
+        dy, dx = yy - cy - t * speed * np.sin(heading), xx - cx - t * speed * np.cos(heading)
+        sy = cy + scale * (np.cos(angle) * dy + np.sin(angle) * dx) + t * field[0]
+        sx = cx + scale * (-np.sin(angle) * dy + np.cos(angle) * dx) + t * field[1]
+        channels = [
+            ndi.map_coordinates(image[..., c].astype(np.float32), (sy, sx), order=1, mode="reflect") for c in range(3)
+        ]
+        images.append(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
+        masks.append(ndi.map_coordinates(mask.astype(np.float32), (sy, sx), order=1) > 0.5)
+    return np.stack(images), np.stack(masks)
+
+
+def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: list[float]) -> None:
+    heads = [f"{start}-start carry {c:g} J | last" for start in ("true", "stroke") for c in carries]
+    print(f"set | clips | {' | '.join(heads)}")
+    for source, items in sets:
+        rows = []
+        for i in items:
+            inst = source[i]
+            images, masks = clip(inst.image, inst.mask, np.random.default_rng(i), frames, deform)
+            stroke = human_scribble_stroke(masks[0], np.random.default_rng([1, i]))
+            row = []
+            for prompt, refine_start in ((masks[0], False), (stroke, True)):
+                for carry in carries:
+                    pred = propagate(images, prompt, 0, refiner=refiner, carry=carry, refine_start=refine_start)
+                    row += [
+                        np.mean([iou(g, m) for g, m in zip(masks[1:], pred[1:], strict=True)]),
+                        iou(masks[-1], pred[-1]),
+                    ]
+            rows.append(row)
+        mean = np.mean(rows, axis=0)
+        print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=("window", "prior", "clicks", "coarse"))
+    p.add_argument("probe", choices=("window", "prior", "clicks", "coarse", "video"))
     p.add_argument("--model", default="default")
     p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
@@ -127,14 +189,20 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
     p.add_argument("--erosion", default=str(EROSION), help="seed erosion (prior; coarse: a comma list)")
     p.add_argument("--protocol", default="coarse", help="the simulated rough mask (coarse probe): coarse, lasso, ...")
+    p.add_argument("--frames", type=int, default=10, help="frames per synthetic clip (video probe)")
+    p.add_argument("--deform", type=float, default=0.02, help="deformation per frame, × object size (video)")
+    p.add_argument("--carry", default="0,0.35", help="carried-mask weights, a comma list (video probe)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
-    sets = held_out(args.objects)
+    sets = held_out(args.objects) if args.probe != "video" else []
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
         probe_prior(refiner, sets, float(args.erosion))
+    elif args.probe == "video":
+        carries = [float(c) for c in args.carry.split(",")]
+        probe_video(refiner, held_out(args.objects, min_pixels=32**2), args.frames, args.deform, carries)
     elif args.probe == "coarse":
         probe_coarse(refiner, sets, [float(e) for e in args.erosion.split(",")], args.protocol)
     else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -21,3 +24,17 @@ def data_root() -> Path:
     if not (root / "coco-mini" / "annotations" / "instances_val.json").is_file():
         pytest.fail(f"real data not found under {root}; set SEGMENTELLO_DATA or put shared/ beside the checkout")
     return root
+
+
+@pytest.fixture(scope="session")
+def script() -> Callable[[str], ModuleType]:
+    """``script(name)``: ``scripts/<name>.py`` loaded as a module (scripts/ is not a package)."""
+
+    def load(name: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -215,6 +215,34 @@ def test_a_rough_start_is_refined_as_a_prior_alone():
         propagate(_moving(masks), rough, 0, refiner=Refiner(build_model("tiny16-32")), rough=True)
 
 
+class FixedRefiner(StandIn):
+    """Stand-in answering the same probability map on every plane."""
+
+    def __init__(self, prob: np.ndarray) -> None:
+        self.prob = prob.astype(np.float32)
+
+    def set_image(self, image) -> None:
+        pass
+
+    def predict_proba(self, stroke=None, *, prior=None) -> np.ndarray:
+        return self.prob
+
+
+def test_the_answer_keeps_the_carried_mask_where_the_model_is_unsure():
+    """carry 0.35: an unsure part (p 0.3) of the carried disc stays and a fairly sure new bit (p 0.7) is not
+    added; with carry 0 the model's answer alone drops the one and adds the other."""
+    start = _disc((32, 40), 10)
+    unsure = start & (np.arange(SHAPE[1]) >= 45)
+    new_bit = _disc((32, 60), 3)
+    prob = np.where(start, 0.99, BACKGROUND)
+    prob[unsure], prob[new_bit] = 0.3, 0.7
+    flat = np.zeros((3, *SHAPE))  # no texture: the carried mask is the previous one
+    kept = propagate(flat, start, 0, refiner=FixedRefiner(prob), refine_start=False, carry=0.35)
+    np.testing.assert_array_equal(kept, np.stack([start] * 3))
+    alone = propagate(flat, start, 0, refiner=FixedRefiner(prob), refine_start=False, carry=0.0)
+    np.testing.assert_array_equal(alone[1], (start & ~unsure) | new_bit)
+
+
 def test_carried_follows_a_real_texture_and_stays_on_flat_planes():
     """A region of a photograph shifted by (3, -4) px: its mask is carried with it; no texture, no motion."""
     from skimage import data
@@ -328,6 +356,8 @@ def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
         ({"erosion": -0.1}, "erosion"),
         ({"min_confidence": 1.5}, "min_confidence"),
         ({"min_confidence": -0.1}, "min_confidence"),
+        ({"carry": 0.5}, "carry"),
+        ({"carry": -0.1}, "carry"),
     ],
 )
 def test_bad_settings_are_value_errors(kwargs, match):
@@ -545,6 +575,8 @@ def test_the_evaluation_writes_its_table_json_and_strip(data_root, tmp_path):
     assert seq["frames"] == 4 and seq["first"]["start"] == 0 and seq["middle"]["start"] == 2
     assert seq["first"]["copy"]["j"][0] == 1.0 and seq["first"]["gt-start"]["j"][0] == 1.0
     assert (tmp_path / "strip.png").stat().st_size > 0 and "| dog | 4 |" in (tmp_path / "results.md").read_text()
+    assert results["carry"] == 0.0
+    assert propagation_main([*args, "--data-root", str(data_root), "--carry", "0.7"]) == 2  # a clear error, not a crash
 
 
 @pytest.mark.data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def make_sample():
-    """``scripts/make_sample.py`` as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_sample", ROOT / "scripts" / "make_sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def make_sample(script):
+    return script("make_sample")
 
 
 def test_load_sample_shapes_and_ids():

@@ -1,0 +1,35 @@
+"""``scripts/heldout_probe.py``'s synthetic clips: the object travels with its own pixels, frame 0 is the image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+
+@pytest.fixture(scope="module")
+def probe(script):
+    return script("heldout_probe")
+
+
+def _scene() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 120, (120, 160, 3), dtype=np.uint8)  # dark noise
+    mask = np.zeros((120, 160), bool)
+    mask[disk((60, 80), 15)] = True
+    image[mask] = (250, 30, 30)  # a red disc
+    return image, mask
+
+
+def test_a_clip_starts_at_the_image_and_moves_the_object_with_its_pixels(probe):
+    image, mask = _scene()
+    frames, masks = probe.clip(image, mask, np.random.default_rng(3), frames=8, deform=0.05)
+    assert frames.shape == (8, *image.shape) and masks.shape == (8, *mask.shape)
+    np.testing.assert_array_equal(frames[0], image)
+    np.testing.assert_array_equal(masks[0], mask)
+    centres = np.array([ndi.center_of_mass(m) for m in masks])
+    assert np.linalg.norm(centres[-1] - centres[0]) > 2  # it moved
+    for frame, m in zip(frames, masks, strict=True):
+        assert 0.8 < m.sum() / mask.sum() < 1.25  # turned, zoomed and bent a little, not lost
+        assert (frame[m][:, 0] > 200).mean() > 0.9  # the mask covers the red disc in that frame
