@@ -3,7 +3,8 @@
     python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
     python scripts/heldout_probe.py prior --model default --objects 30
     python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
-    python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3
+    python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3 \
+        --rough-rounds 1,2,3,4
     python scripts/heldout_probe.py video --model default --objects 10 --frames 10 --carry 0,0.3,0.35,0.4,0.45
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
@@ -16,7 +17,8 @@ answers, and of the model given the seed alone.
 and the last click, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
 mask itself, of the model given it as the stroke, and given its core (eroded by each of ``--erosion``,
-a comma list) as the stroke and the mask as ``prior`` (as "Rough masks" gives it).
+a comma list) as the stroke and the mask as ``prior``, and the mask alone as the prior (as "Rough masks" gives it:
+the core by ``seeds.ROUGH_EROSION``) refined in each of ``--rough-rounds`` rounds (``engine.ROUGH_ROUNDS``).
 ``video``: synthetic clips (:func:`clip`: the held-out image and mask warped frame by frame by a
 drifting similarity and a growing smooth deformation; objects of at least 32² px) propagated
 from frame 0's true mask and from a human-like scribble on it, for each ``--carry``: J-mean over
@@ -33,7 +35,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
-from napari_segmentello import roi
+from napari_segmentello import engine, roi
 from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
@@ -119,14 +121,18 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
-def probe_coarse(refiner: Refiner, sets, erosions: list[float], protocol: str) -> None:
+def probe_coarse(refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int]) -> None:
     def figures(item: int, inst) -> list[float]:
         rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
         answers = [refiner.predict(rough), *(refiner.predict(seed_from_mask(rough, e), prior=rough) for e in erosions)]
+        for n in rounds:
+            engine.ROUGH_ROUNDS = n  # read by the engine on every rough-mask prediction
+            answers.append(refiner.predict(prior=rough))
         return [iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)]
 
-    cores = " | ".join(f"model (core {e:g} + prior)" for e in erosions)
-    _table(refiner, sets, f"rough mask IoU | model (as stroke) | {cores}", figures)
+    cores = [f"model (core {e:g} + prior)" for e in erosions]
+    cores += [f"rough mask, {n} round(s)" for n in rounds]
+    _table(refiner, sets, f"rough mask IoU | model (as stroke) | {' | '.join(cores)}", figures)
 
 
 def clip(
@@ -189,6 +195,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10, help="clicks per object (clicks probe)")
     p.add_argument("--erosion", default=str(EROSION), help="seed erosion (prior; coarse: a comma list)")
     p.add_argument("--protocol", default="coarse", help="the simulated rough mask (coarse probe): coarse, lasso, ...")
+    p.add_argument("--rough-rounds", default="1,2", help="engine.ROUGH_ROUNDS values, a comma list (coarse)")
     p.add_argument("--frames", type=int, default=10, help="frames per synthetic clip (video probe)")
     p.add_argument("--deform", type=float, default=0.02, help="deformation per frame, × object size (video)")
     p.add_argument("--carry", default="0,0.35", help="carried-mask weights, a comma list (video probe)")
@@ -204,7 +211,8 @@ def main() -> None:
         carries = [float(c) for c in args.carry.split(",")]
         probe_video(refiner, held_out(args.objects, min_pixels=32**2), args.frames, args.deform, carries)
     elif args.probe == "coarse":
-        probe_coarse(refiner, sets, [float(e) for e in args.erosion.split(",")], args.protocol)
+        erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
+        probe_coarse(refiner, sets, erosions, args.protocol, rounds)
     else:
         probe_clicks(refiner, sets, args.rounds)
 

@@ -17,6 +17,7 @@ from skimage.draw import disk
 from skimage.transform import resize
 from torch import nn
 
+from napari_segmentello import engine
 from napari_segmentello.checkpoint import load_model_from_checkpoint, save_checkpoint
 from napari_segmentello.engine import Refiner, check_box
 from napari_segmentello.inputs import build_input, channel_of, intensity_range, window_input
@@ -56,6 +57,18 @@ def _covers(roi: ROI, mask: np.ndarray) -> bool:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
+
+
+class Shrinker(nn.Module):
+    """Answers its prior (the 'prev' channel) eroded by 3 window pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spec = SPEC
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        prev = x[:, channel_of(SPEC, "prev")][:, None]
+        return 40.0 * (-F.max_pool2d(-prev, 7, stride=1, padding=3) - 0.5)
 
 
 # ---------------------------------------------------------------- encoder
@@ -368,8 +381,9 @@ def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
         stroke_model.predict(seed, prior=carried)
 
 
-def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke():
+def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke(monkeypatch):
     """``predict(prior=rough)``: the mask goes in as pass 2's prior, its eroded core as the stroke."""
+    monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)  # one round; the rounds: the next test
     image = np.zeros((128, 128), np.uint8)
     image[40:80, 40:80] = 200
     rough = _disc(image.shape, (62, 62), 26)  # over-paints the square's corners' inside, misses its corners
@@ -407,3 +421,21 @@ def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke():
         stroke_model.predict(prior=labels == 7)
     with pytest.raises(ValueError, match="takes no rough mask"):
         stroke_model.predict_labels(labels, rough=True)
+
+
+def test_a_rough_mask_is_refined_again_from_its_first_answer(monkeypatch):
+    """``ROUGH_ROUNDS`` 2: the first answer is the second round's rough mask, per object in a label image too."""
+    image = np.zeros((256, 256), np.uint8)
+    refiner = Refiner(Shrinker())
+    refiner.set_image(image)
+    labels = np.zeros(image.shape, np.uint8)
+    labels[_disc(image.shape, (60, 60), 30)], labels[_disc(image.shape, (190, 180), 40)] = 4, 9
+    monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)
+    once = {k: refiner.predict(prior=labels == k) for k in (4, 9)}
+    twice = {k: refiner.predict(prior=once[k]) for k in (4, 9)}
+    monkeypatch.setattr(engine, "ROUGH_ROUNDS", 2)
+    out = refiner.predict_labels(labels, rough=True)
+    for k in (4, 9):
+        assert twice[k].sum() < once[k].sum() < (labels == k).sum()  # each round shrinks it: it ran twice
+        np.testing.assert_array_equal(refiner.predict(prior=labels == k), twice[k])
+        np.testing.assert_array_equal(out == k, twice[k])
