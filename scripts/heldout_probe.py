@@ -17,8 +17,9 @@ answers, and of the model given the seed alone.
 and the last click, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
 mask itself, of the model given it as the stroke, and given its core (eroded by each of ``--erosion``,
-a comma list) as the stroke and the mask as ``prior``, and the mask alone as the prior (as "Rough masks" gives it:
-the core by ``seeds.ROUGH_EROSION``) refined in each of ``--rough-rounds`` rounds (``engine.ROUGH_ROUNDS``).
+a comma list) as the stroke and the mask as ``prior``, and the mask alone as the prior (as "Rough masks"
+gives it: the core by ``seeds.ROUGH_EROSION``) refined in each of ``--rough-rounds`` rounds
+(``engine.ROUGH_ROUNDS``) and clipped at each ``--rough-reach`` (``engine.ROUGH_REACH``; 100: not clipped).
 ``video``: synthetic clips (:func:`clip`: the held-out image and mask warped frame by frame by a
 drifting similarity and a growing smooth deformation; objects of at least 32² px) propagated
 from frame 0's true mask and from a human-like scribble on it, for each ``--carry``: J-mean over
@@ -121,17 +122,20 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
-def probe_coarse(refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int]) -> None:
+def probe_coarse(
+    refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int], reaches: list[float]
+) -> None:
     def figures(item: int, inst) -> list[float]:
         rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
         answers = [refiner.predict(rough), *(refiner.predict(seed_from_mask(rough, e), prior=rough) for e in erosions)]
-        for n in rounds:
-            engine.ROUGH_ROUNDS = n  # read by the engine on every rough-mask prediction
+        for n, reach in settings:
+            engine.ROUGH_ROUNDS, engine.ROUGH_REACH = n, reach  # read by the engine on every rough-mask prediction
             answers.append(refiner.predict(prior=rough))
         return [iou(inst.mask, rough), *(iou(inst.mask, a) for a in answers)]
 
+    settings = [(n, reach) for n in rounds for reach in reaches]
     cores = [f"model (core {e:g} + prior)" for e in erosions]
-    cores += [f"rough mask, {n} round(s)" for n in rounds]
+    cores += [f"rough mask, {n} round(s), reach {reach:g}" for n, reach in settings]
     _table(refiner, sets, f"rough mask IoU | model (as stroke) | {' | '.join(cores)}", figures)
 
 
@@ -196,6 +200,7 @@ def main() -> None:
     p.add_argument("--erosion", default=str(EROSION), help="seed erosion (prior; coarse: a comma list)")
     p.add_argument("--protocol", default="coarse", help="the simulated rough mask (coarse probe): coarse, lasso, ...")
     p.add_argument("--rough-rounds", default="1,2", help="engine.ROUGH_ROUNDS values, a comma list (coarse)")
+    p.add_argument("--rough-reach", default="100,0.2", help="engine.ROUGH_REACH values, a comma list (coarse)")
     p.add_argument("--frames", type=int, default=10, help="frames per synthetic clip (video probe)")
     p.add_argument("--deform", type=float, default=0.02, help="deformation per frame, × object size (video)")
     p.add_argument("--carry", default="0,0.35", help="carried-mask weights, a comma list (video probe)")
@@ -212,7 +217,8 @@ def main() -> None:
         probe_video(refiner, held_out(args.objects, min_pixels=32**2), args.frames, args.deform, carries)
     elif args.probe == "coarse":
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
-        probe_coarse(refiner, sets, erosions, args.protocol, rounds)
+        reaches = [float(r) for r in args.rough_reach.split(",")]
+        probe_coarse(refiner, sets, erosions, args.protocol, rounds, reaches)
     else:
         probe_clicks(refiner, sets, args.rounds)
 

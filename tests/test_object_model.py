@@ -10,6 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 import torch
 import torch.nn.functional as F
 from skimage import data
@@ -383,7 +384,8 @@ def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
 
 def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke(monkeypatch):
     """``predict(prior=rough)``: the mask goes in as pass 2's prior, its eroded core as the stroke."""
-    monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)  # one round; the rounds: the next test
+    monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)  # one round, any reach: the rounds and the reach are tested below
+    monkeypatch.setattr(engine, "ROUGH_REACH", 10.0)
     image = np.zeros((128, 128), np.uint8)
     image[40:80, 40:80] = 200
     rough = _disc(image.shape, (62, 62), 26)  # over-paints the square's corners' inside, misses its corners
@@ -423,6 +425,24 @@ def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke(monkeypatch):
         stroke_model.predict_labels(labels, rough=True)
 
 
+def test_the_answer_to_a_rough_mask_stays_within_reach_of_it(monkeypatch):
+    """A rough mask well inside a big bright square: the answer stops ROUGH_REACH × √area (city-block) out."""
+    image = np.zeros((200, 200), np.uint8)
+    image[20:180, 20:180] = 200
+    rough = np.zeros(image.shape, bool)
+    rough[90:110, 90:110] = True  # √area 20
+    refiner = Refiner(Oracle())
+    refiner.set_image(image)
+    reach = round(engine.ROUGH_REACH * 20)
+    assert reach >= 2
+    near = ndi.distance_transform_cdt(~rough, metric="taxicab") <= reach
+    np.testing.assert_array_equal(refiner.predict(prior=rough), near)
+    labels = rough.astype(np.uint8) * 5
+    np.testing.assert_array_equal(refiner.predict_labels(labels, rough=True), near * 5)
+    monkeypatch.setattr(engine, "ROUGH_REACH", 10.0)
+    assert refiner.predict(prior=rough).sum() > 10 * near.sum()  # the oracle alone takes in much more
+
+
 def test_a_rough_mask_is_refined_again_from_its_first_answer(monkeypatch):
     """``ROUGH_ROUNDS`` 2: the first answer is the second round's rough mask, per object in a label image too."""
     image = np.zeros((256, 256), np.uint8)
@@ -430,6 +450,7 @@ def test_a_rough_mask_is_refined_again_from_its_first_answer(monkeypatch):
     refiner.set_image(image)
     labels = np.zeros(image.shape, np.uint8)
     labels[_disc(image.shape, (60, 60), 30)], labels[_disc(image.shape, (190, 180), 40)] = 4, 9
+    monkeypatch.setattr(engine, "ROUGH_REACH", 10.0)  # the rounds alone
     monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)
     once = {k: refiner.predict(prior=labels == k) for k in (4, 9)}
     twice = {k: refiner.predict(prior=once[k]) for k in (4, 9)}
