@@ -63,7 +63,7 @@ def held_out(objects: int, min_pixels: int = 0) -> list[tuple[CocoInstances, lis
     _, held = split_items(sources, cfg.val_fraction, cfg.seed)
     out = []
     for s, source in enumerate(sources):
-        items = [i for t, i in held if t == s and _pixels(source, i) >= min_pixels]
+        items = [i for t, i in held if t == s and (min_pixels == 0 or _pixels(source, i) >= min_pixels)]
         pick = np.random.default_rng(s).choice(items, min(objects, len(items)), replace=False)
         out.append((source, sorted(pick.tolist())))
     return out
@@ -207,14 +207,14 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
-    sets = held_out(args.objects) if args.probe != "video" else []
+    sets = held_out(args.objects, min_pixels=32**2 if args.probe == "video" else 0)
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
         probe_prior(refiner, sets, float(args.erosion))
     elif args.probe == "video":
         carries = [float(c) for c in args.carry.split(",")]
-        probe_video(refiner, held_out(args.objects, min_pixels=32**2), args.frames, args.deform, carries)
+        probe_video(refiner, sets, args.frames, args.deform, carries)
     elif args.probe == "coarse":
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
         reaches = [float(r) for r in args.rough_reach.split(",")]

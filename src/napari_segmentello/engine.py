@@ -210,6 +210,7 @@ def _assigned(windows: list[tuple[Any, _Window]], shape: tuple[int, int], dtype:
     out = np.zeros(shape, dtype)
     placed: dict[Any, _Window] = {}
     for value, window in windows:
+        key = True if value is None else value  # the merged object's label
         rows, cols, wy, wx = window.roi.clipped(shape)
         prob = window.prob[wy, wx]
         claim = prob > threshold
@@ -218,8 +219,8 @@ def _assigned(windows: list[tuple[Any, _Window]], shape: tuple[int, int], dtype:
         for other in np.unique(current[claim & (current != 0)]):
             held = current == other
             rival[held] = placed[other].over(rows, cols)[held]
-        current[claim & ((current == 0) | (prob > rival))] = True if value is None else value
-        placed[True if value is None else value] = window
+        current[claim & ((current == 0) | (prob > rival))] = key
+        placed[key] = window
     return out
 
 

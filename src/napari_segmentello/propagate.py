@@ -179,8 +179,7 @@ def propagate(
     ``model``/``device``/``threshold``. With ``refine_start=False`` the stroke is taken
     as plane ``index``'s finished mask (an existing label to carry on), with ``rough`` as a rough mask of the
     object there (refined as :meth:`Refiner.predict_proba` refines a ``prior`` alone). ``progress(done, total)``
-    is called after each
-    plane is decided (planes beyond a stop count as decided), ending at ``(Z, Z)``;
+    is called after each plane is decided (planes beyond a stop count as decided), ending at ``(Z, Z)``;
     an exception it raises (a user's Stop) ends the walk.
     """
     stroke = np.asarray(stroke)
