@@ -41,10 +41,22 @@ def test_crop_pads_overhang_and_paste_writes_only_inside():
     assert out.sum() == 4 * 4 and out[0:4, 6:10].all()
 
 
-def test_small_windows_resize_exactly_as_skimage():
-    window = resize(data.astronaut() / 255.0, (300, 300, 3))
-    expected = resize(window, (128, 128, 3), order=1, anti_aliasing=True, preserve_range=True)
-    assert np.allclose(resize_image(window, 128), expected, atol=1e-6)
+def test_growing_is_bilinear_on_the_half_pixel_grid():
+    """Away from the border (held there, not mirrored) the numbers are scikit-image's bilinear resize."""
+    window = resize(data.astronaut() / 255.0, (100, 100, 3)).astype(np.float32)
+    expected = resize(window, (160, 160, 3), order=1, anti_aliasing=False, preserve_range=True)
+    grown = resize_image(window, 160)
+    assert grown.shape == (160, 160, 3) and grown.dtype == np.float32
+    assert np.allclose(grown[1:-1, 1:-1], expected[1:-1, 1:-1], atol=1e-5)
+
+
+def test_small_windows_shrink_like_the_gaussian_resize_and_keep_constants():
+    window = resize(data.astronaut() / 255.0, (300, 300, 3)).astype(np.float32)
+    gaussian = resize(window, (128, 128, 3), order=1, anti_aliasing=True, preserve_range=True)
+    small = resize_image(window, 128)
+    assert small.shape == (128, 128, 3) and small.dtype == np.float32 and small.flags.c_contiguous
+    assert np.abs(small - gaussian).mean() < 0.01
+    assert np.allclose(resize_image(np.full((300, 300), 0.25, np.float32), 128), 0.25, atol=1e-6)
 
 
 def test_large_windows_shrink_like_the_exact_resize():

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import map_coordinates
-from skimage.transform import resize
+import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -235,13 +236,19 @@ def _shrink(side: int, size: int) -> tuple[int, int]:
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a float image (H×W or H×W×C) to size×size, anti-aliased when shrinking."""
+    """Bilinear resize of a float image (H×W or H×W×C) to size×size, anti-aliased when shrinking.
+
+    torch's ``interpolate`` (half-pixel grid, triangle anti-aliasing filter): 2 ms for a 600-px
+    RGB window where scikit-image's Gaussian-then-zoom took 31 ms. The bundled ``default`` was
+    trained on the scikit-image resize; on held-out train images it scores the same with this one
+    (scribble 0.660 both, click 0.558 -> 0.560, rough masks 0.807 -> 0.806; see README).
+    """
     image = _block_mean(image, size)
     shrinking = image.shape[0] > size
-    # channel by channel: the same numbers as one H×W×C resize, a quarter faster
-    planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[2])]
-    out = [resize(p, (size, size), order=1, anti_aliasing=shrinking, preserve_range=True) for p in planes]
-    return (out[0] if image.ndim == 2 else np.stack(out, axis=-1)).astype(np.float32)
+    planes = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    planes = planes[None, None] if image.ndim == 2 else planes.permute(2, 0, 1)[None]
+    out = F.interpolate(planes, size=(size, size), mode="bilinear", align_corners=False, antialias=shrinking)[0]
+    return (out[0] if image.ndim == 2 else out.permute(1, 2, 0)).numpy().copy()
 
 
 STRIP_PIXELS = 1 << 20  # window pixels converted at a time when a large window is shrunk (12 MB as RGB floats)
