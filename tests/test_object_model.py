@@ -24,7 +24,7 @@ from napari_segmentello.engine import Refiner, check_box
 from napari_segmentello.inputs import build_input, channel_of, intensity_range, window_input
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
-from napari_segmentello.roi import ROI, crop, resize_mask, start_context, stroke_bbox
+from napari_segmentello.roi import ROI, crop, focus_roi, resize_mask, start_context, stroke_bbox
 from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
@@ -382,6 +382,29 @@ def test_a_prior_is_refined_in_pass_2_and_a_previous_answer_is_not():
         stroke_model.predict(seed, prior=carried)
 
 
+def test_a_prior_is_refined_in_one_forward_on_its_own_box():
+    """A prior says where the object is: no pass 1, one window, the prior's box plus the focus margin.
+
+    Training cuts its pass-2 samples the same way (``samples.py``: ``focus_roi`` of the coarse mask's box).
+    """
+    image = np.zeros((200, 200), np.uint8)
+    image[40:140, 30:120] = 200
+    carried = np.zeros(image.shape, bool)
+    carried[50:150, 40:130] = True
+    seed = seed_from_mask(carried, ROUGH_EROSION)
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image)
+    refiner.predict(seed, previous=carried)
+    assert len(oracle.batches) >= 2  # an earlier answer under correction: pass 1, then pass 2
+    oracle.batches.clear()
+    refiner.predict(seed, prior=carried)
+    assert len(oracle.batches) == 1
+    roi = focus_roi(stroke_bbox(carried))
+    prev = oracle.batches[0][0, channel_of(SPEC, "prev")].numpy() > 0.5
+    np.testing.assert_array_equal(prev, resize_mask(crop(carried, roi), SPEC.working_size))
+
+
 def test_a_rough_mask_alone_is_the_prior_and_its_core_the_stroke(monkeypatch):
     """``predict(prior=rough)``: the mask goes in as pass 2's prior, its eroded core as the stroke."""
     monkeypatch.setattr(engine, "ROUGH_ROUNDS", 1)  # one round, any reach: the rounds and the reach are tested below
@@ -440,7 +463,7 @@ def test_the_answer_to_a_rough_mask_stays_within_reach_of_it(monkeypatch):
     labels = rough.astype(np.uint8) * 5
     np.testing.assert_array_equal(refiner.predict_labels(labels, rough=True), near * 5)
     monkeypatch.setattr(engine, "ROUGH_REACH", 10.0)
-    assert refiner.predict(prior=rough).sum() > 10 * near.sum()  # the oracle alone takes in much more
+    assert refiner.predict(prior=rough).sum() > 2 * near.sum()  # the oracle alone fills its windows
 
 
 def test_a_rough_mask_is_refined_again_from_its_first_answer(monkeypatch):
