@@ -281,7 +281,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
         out = _axis_matrix(image.shape[0], size) @ planes @ _axis_matrix(image.shape[1], size).T
     else:  # growing (a probability window back to thousands of pixels): the same numbers, no matrix
         out = F.interpolate(planes[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-    return (out[0] if image.ndim == 2 else out.permute(1, 2, 0)).numpy().copy()
+    return np.ascontiguousarray((out[0] if image.ndim == 2 else out.permute(1, 2, 0)).numpy())
 
 
 STRIP_PIXELS = 1 << 20  # window pixels converted at a time when a large window is shrunk (12 MB as RGB floats)
