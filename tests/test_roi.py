@@ -58,8 +58,8 @@ def test_small_windows_shrink_exactly_as_skimage(side):
     expected = resize(window, (128, 128, 3), order=1, anti_aliasing=True, preserve_range=True)
     small = resize_image(window, 128)
     assert small.shape == (128, 128, 3) and small.dtype == np.float32 and small.flags.c_contiguous
-    assert np.allclose(small, expected, atol=1e-5)
-    assert np.allclose(resize_image(window[..., 0], 128), expected[..., 0], atol=1e-5)
+    assert np.allclose(small, expected, atol=1e-6)
+    assert np.allclose(resize_image(window[..., 0], 128), expected[..., 0], atol=1e-6)
 
 
 def test_large_windows_shrink_like_the_exact_resize():

@@ -138,10 +138,11 @@ def _refined(
     """(the model's probability, the mask) from ``seed``, and ``prior`` when the model takes a previous mask.
 
     The mask is the probability blended with ``prior`` (weight ``carry``) and thresholded. The window
-    follows the object through the seed (the carried previous mask, eroded); object-aware
-    models grow their own windows in the engine. Re-refining a mask cut by a stroke model's window
-    with itself as the stroke was tried and removed: on the sample-coin stack it let the mask spread
-    over neighbouring objects (IoU 0.97 on the start plane, 0.04-0.13 two planes on).
+    follows the object through the seed (the carried previous mask, eroded); an object-aware
+    model's engine cuts it around the prior itself (one pass, the prior's box plus a margin).
+    Re-refining a mask cut by a stroke model's window with itself as the stroke was tried and
+    removed: on the sample-coin stack it let the mask spread over neighbouring objects (IoU 0.97
+    on the start plane, 0.04-0.13 two planes on).
     """
     take_prev = "prev" in refiner.spec.extras
     prob = refiner.predict_proba(seed, prior=prior if take_prev else None)

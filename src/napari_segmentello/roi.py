@@ -218,9 +218,9 @@ def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
 def _block_mean(image: np.ndarray, size: int) -> np.ndarray:
     """Average f×f blocks of a square window more than 4× the target ``size`` (f = side // (2·size)).
 
-    The Gaussian anti-aliasing of :func:`resize` costs O(side² · factor): seconds for a
-    4000-px window. Block means do the bulk of the shrinking in one pass, leaving at most
-    2-4× to the exact resize. The last ``side % f`` rows/columns are dropped (under half a
+    The anti-aliased resize (:func:`resize_image`, two products with side-wide matrices) costs
+    O(side² · size): too much for a 4000-px window. Block means do the bulk of the shrinking in
+    one pass, leaving at most 2-4× to the exact resize. The last ``side % f`` rows/columns are dropped (under half a
     pixel at the working size).
     """
     factor, keep = _shrink(image.shape[0], size)
