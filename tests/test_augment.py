@@ -1,4 +1,4 @@
-"""Training augmentation (training.augment): mirror and grayscale, and their hook in the samples."""
+"""Training augmentation (training.augment): mirror and grayscale, their hook in the samples, the new fields' checks."""
 
 from __future__ import annotations
 
@@ -56,9 +56,11 @@ def test_zero_probabilities_draw_nothing():
 
 def test_config_fields_are_checked():
     assert load_config(STUDY).flip_prob == 0.0 and load_config(STUDY).gray_prob == 0.0
-    for field in ("flip_prob", "gray_prob"):
+    for field in ("flip_prob", "gray_prob", "carried_prob"):
         with pytest.raises(ValueError, match=field):
             load_config(STUDY, sets=[f"{field}=1.5"])
+    with pytest.raises(ValueError, match="carried_prob.*object-aware"):  # a stroke U-Net takes no prior
+        load_config(STUDY, sets=["carried_prob=0.2"])
 
 
 @pytest.mark.data

@@ -25,7 +25,13 @@ from napari_segmentello.inputs import build_input, channel_of, intensity_range, 
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, focus_roi, resize_mask, start_context, stroke_bbox
-from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
+from napari_segmentello.samples import (
+    PromptMix,
+    context_windows,
+    earlier_mask,
+    make_sample,
+    perturb_mask,
+)
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 SPEC = get_spec("lite0-128")
@@ -252,6 +258,33 @@ def test_rough_masks_are_trained_as_the_engine_takes_them_when_asked():
         assert 0.45 < _iou(as_prior.prev, gt) < 0.99  # a coarse mask, not the object
         scribble = make_sample(image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=mix)
         assert scribble.prev is None  # other protocols are untouched
+
+
+def test_carried_samples_are_cut_as_propagation_hands_a_plane_over():
+    """``carried`` = 1: a mask close to the truth as the prior, its core as the stroke, the prior's focus window."""
+    gt = _disc((300, 320), (150, 160), 70)
+    image = np.repeat(gt.astype(np.float32)[..., None], 3, axis=2)
+    lo, hi = intensity_range(image)
+    exact = 0
+    for seed in range(30):
+        mix = PromptMix(negative=1.0, focus=0.0, carried=1.0)
+        sample = make_sample(image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=mix)
+        assert sample.neg is None and sample.box is None  # propagation gives no "not this" and no box
+        assert 0.8 < _iou(sample.prev, gt) <= 1.0
+        exact += _iou(sample.prev, gt) == 1.0
+        assert sample.stroke.any() and not (sample.stroke & ~sample.prev).any()
+        assert sample.stroke.sum() < 0.9 * sample.prev.sum()
+        assert sample.roi == focus_roi(stroke_bbox(sample.prev))
+        assert np.array_equal(sample.y, resize_mask(crop(gt, sample.roi), SPEC.working_size))
+        prev = sample.x[3 + SPEC.extras.index("prev")]
+        assert prev.max() == 1.0 and sample.x[NEG].max() == 0.0
+    assert 0 < exact < 15  # the truth itself sometimes (an object that stood still), mostly a changed mask
+    for seed in range(3):  # 0 draws nothing: the default mix's samples are unchanged
+        plain = make_sample(image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi)
+        off = make_sample(
+            image, gt, SPEC, "human-scribble", np.random.default_rng(seed), lo=lo, hi=hi, mix=PromptMix(carried=0.0)
+        )
+        assert np.array_equal(plain.x, off.x) and np.array_equal(plain.y, off.y)
 
 
 # ---------------------------------------------------------------- boxes

@@ -44,6 +44,7 @@ class TrainConfig:
     focus_prob: float = 0.4  # object-aware models: share of samples cut as pass-2 (focus) windows
     window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
     rough_prior_prob: float = 0.0  # object-aware models: share of rough-mask samples given as prior + core, not stroke
+    carried_prob: float = 0.0  # object-aware models: share of samples made as propagation hands a plane over
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     flip_prob: float = 0.0  # share of training samples mirrored left-right (training.augment)
     gray_prob: float = 0.0  # share of training samples whose RGB image is made grayscale (training.augment)
@@ -129,6 +130,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
         "negative_prob",
         "focus_prob",
         "rough_prior_prob",
+        "carried_prob",
         "composite_prob",
         "flip_prob",
         "gray_prob",
@@ -160,6 +162,11 @@ def _check_names(cfg: TrainConfig) -> None:
         raise ValueError(
             f"config field 'correction_prob' = {cfg.correction_prob} needs spec extras 'neg' and 'prev' "
             f"(a correction round shows the model its previous mask and a negative click); got {spec.extras}"
+        )
+    if cfg.carried_prob > 0 and (spec.context != "object" or "prev" not in spec.extras):
+        raise ValueError(
+            f"config field 'carried_prob' = {cfg.carried_prob} needs an object-aware model that takes a previous "
+            f"mask (context 'object', extra 'prev'); got context {spec.context!r}, extras {spec.extras}"
         )
     if cfg.iterative_prob > 0:
         from training.iterative import PromptChannels

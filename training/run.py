@@ -279,7 +279,11 @@ class Trainer:
             correction_prob=cfg.correction_prob,
             with_sdm=self.loss_fn.uses_sdm,
             mix=PromptMix(
-                negative=cfg.negative_prob, focus=cfg.focus_prob, window_jitter=jitter, rough_prior=cfg.rough_prior_prob
+                negative=cfg.negative_prob,
+                focus=cfg.focus_prob,
+                window_jitter=jitter,
+                rough_prior=cfg.rough_prior_prob,
+                carried=cfg.carried_prob,
             ),
             composite_prob=cfg.composite_prob if train else 0.0,
             flip_prob=cfg.flip_prob if train else 0.0,

@@ -38,22 +38,35 @@ from napari_segmentello.strokes import (
     simulate_stroke,
 )
 
-__all__ = ["BOX_PROTOCOL", "DEFAULT_MIX", "PromptMix", "Sample", "context_windows", "make_sample", "perturb_mask"]
+__all__ = [
+    "BOX_PROTOCOL",
+    "DEFAULT_MIX",
+    "PromptMix",
+    "Sample",
+    "carried_sample",
+    "context_windows",
+    "make_sample",
+    "perturb_mask",
+]
 
 BOX_PROTOCOL = "box"  # a protocol name for object-aware models: the object's (jittered) box, no stroke
 ROUGH_SEED_EROSION = (0.15, 0.5)  # a rough mask's core in training: eroded by U(this) × its radius
+CARRIED_CHANGE = (0.005, 0.06)  # a carried mask: the truth changed by U(this) × its size (IoU about 0.8-0.99)
+CARRIED_EXACT = 0.2  # share of carried masks that are the truth itself (an object that did not move)
+CARRIED_SEED_EROSION = (0.1, 0.25)  # its core, around propagation's seeds.EROSION
 
 
-def perturb_mask(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def perturb_mask(gt: np.ndarray, rng: np.random.Generator, change: tuple[float, float] = (0.04, 0.15)) -> np.ndarray:
     """A plausible earlier prediction of ``gt`` for a correction round: eroded, dilated, bitten or moved.
 
-    The change is 4–15 % of the object's size, worked out on its padded bounding box only.
+    The change is ``change`` (a range, default 4–15 %) of the object's size, at least a pixel, worked
+    out on its padded bounding box only.
     A moved mask is the neighbouring plane's or frame's answer, as propagation passes it:
     without it the network made such priors worse (held-out train images, masks shifted
     2-10 % of their size: IoU 0.86 in, 0.82 out; coco 0.83 in, 0.69 out).
     """
     rows, cols = np.flatnonzero(gt.any(axis=1)), np.flatnonzero(gt.any(axis=0))
-    r = max(1, int(round(rng.uniform(0.04, 0.15) * np.sqrt(np.count_nonzero(gt)))))
+    r = max(1, int(round(rng.uniform(*change) * np.sqrt(np.count_nonzero(gt)))))
     box = (
         slice(max(rows[0] - 2 * r, 0), rows[-1] + 2 * r + 1),
         slice(max(cols[0] - 2 * r, 0), cols[-1] + 2 * r + 1),
@@ -106,12 +119,14 @@ class PromptMix:
     (small objects under short strokes come out far too large).
     ``rough_prior``: how often a rough mask (``strokes.ROUGH_PROTOCOLS``) comes as the engine takes
     one from "Rough masks" (the mask as the prior, a core of it as the stroke) rather than as a stroke.
+    ``carried``: the share of samples made as propagation hands a plane over (:func:`carried_sample`).
     """
 
     negative: float = 0.5
     focus: float = 0.4
     window_jitter: float = 0.0
     rough_prior: float = 0.0
+    carried: float = 0.0
 
 
 DEFAULT_MIX = PromptMix()
@@ -141,6 +156,22 @@ def _scaled(roi: ROI, factor: float) -> ROI:
     return ROI(int(round(centre_y - size / 2)), int(round(centre_x - size / 2)), size)
 
 
+def carried_sample(
+    image: np.ndarray, gt: np.ndarray, spec: Any, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray
+) -> Sample:
+    """A plane as propagation hands it over: a mask close to the truth as the prior, its core as the stroke.
+
+    Cut in the prior's focus window, as the engine refines a prior (one pass, no "not this").
+    Without such samples the model, given the exact true mask as the prior, returned IoU 0.89-0.94
+    on held-out train images, and propagation lost a little of a good mask on every frame.
+    """
+    prev = gt.copy() if rng.random() < CARRIED_EXACT else perturb_mask(gt, rng, CARRIED_CHANGE)
+    stroke = seed_from_mask(prev, rng.uniform(*CARRIED_SEED_EROSION))
+    roi = focus_roi(stroke_bbox(prev))
+    x = window_input(image, roi, spec, lo, hi, pos=stroke, prev=prev)
+    return Sample(x, resize_mask(crop(gt, roi), spec.working_size), stroke, None, prev, None, roi)
+
+
 def _object_sample(
     image: np.ndarray,
     gt: np.ndarray,
@@ -153,6 +184,8 @@ def _object_sample(
     mix: PromptMix,
 ) -> Sample:
     """An object-aware sample: prompts, then one of the engine's windows (a pass-1 step or the focus window)."""
+    if mix.carried > 0 and rng.random() < mix.carried:  # no draw at 0: earlier mixes keep their samples
+        return carried_sample(image, gt, spec, rng, lo, hi)
     name = protocol if isinstance(protocol, str) else pick_protocol(protocol, rng, also=(BOX_PROTOCOL,))
     box = jittered_box(gt, rng) if name == BOX_PROTOCOL else None
     stroke = np.zeros(gt.shape, bool) if box is not None else simulate_stroke(gt, name, rng)
