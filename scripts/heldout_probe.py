@@ -12,7 +12,7 @@ start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per 
 ``prior``: the true mask moved by 2-10 % of its size in a random direction (the neighbour's
 answer), its eroded core as the stroke, the moved mask as ``prior`` (as propagation passes it)
 or as ``previous`` (as a correction round does): IoU of the moved mask itself, of the model's
-answers, and of the model given the seed alone.
+answers, of the model given the seed alone, and of the answer to the true mask itself as the prior.
 ``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
 and the last click, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
@@ -108,9 +108,10 @@ def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
             return None
         seed = seed_from_mask(prior, erosion)
         answers = (refiner.predict(seed, prior=prior), refiner.predict(seed, previous=prior), refiner.predict(seed))
-        return [iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers)]
+        kept = refiner.predict(seed_from_mask(inst.mask, erosion), prior=inst.mask)  # a perfect prior: keep it
+        return [iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers), iou(inst.mask, kept)]
 
-    header = "moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only)"
+    header = "moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only) | true mask as prior"
     _table(refiner, sets, header, figures)
 
 
