@@ -156,17 +156,17 @@ class StrokeSamples(Dataset):
         inst = self.sources[s][i]
         image, mask = inst.image, inst.mask
         rng = self.rng(index, epoch)
-        if self.composite_prob > 0 and rng.random() < self.composite_prob:  # no draw at 0: samples unchanged
+        composite = self.composite_prob > 0 and rng.random() < self.composite_prob  # no draw at 0: samples unchanged
+        if composite:
             image, mask = composite_object(image, self._other_image(index, rng), mask, rng)
-            lo, hi = intensity_range(image)  # this composite's own range, never cached under the real image
+        image, mask, changed = augmented(image, mask, rng, flip_prob=self.flip_prob, gray_prob=self.gray_prob)
+        if composite or changed:  # this image's own range, never cached under the real image
+            lo, hi = intensity_range(image)
         else:
             key = (s, inst.image_id)
             if key not in self._ranges:  # once per image and worker, as the engine's set_image does
                 self._ranges[key] = intensity_range(image)
             lo, hi = self._ranges[key]
-        image, mask, changed = augmented(image, mask, rng, flip_prob=self.flip_prob, gray_prob=self.gray_prob)
-        if changed:
-            lo, hi = intensity_range(image)
         correction = self.correction_prob > 0 and rng.random() < self.correction_prob
         return make_sample(
             image, mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix
