@@ -25,13 +25,7 @@ from napari_segmentello.inputs import build_input, channel_of, intensity_range, 
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file
 from napari_segmentello.roi import ROI, crop, focus_roi, resize_mask, start_context, stroke_bbox
-from napari_segmentello.samples import (
-    PromptMix,
-    context_windows,
-    earlier_mask,
-    make_sample,
-    perturb_mask,
-)
+from napari_segmentello.samples import PromptMix, context_windows, earlier_mask, make_sample, perturb_mask
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 SPEC = get_spec("lite0-128")

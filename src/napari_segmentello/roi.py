@@ -220,8 +220,8 @@ def _block_mean(image: np.ndarray, size: int) -> np.ndarray:
 
     The anti-aliased resize (:func:`resize_image`, two products with side-wide matrices) costs
     O(side² · size): too much for a 4000-px window. Block means do the bulk of the shrinking in
-    one pass, leaving at most 2-4× to the exact resize. The last ``side % f`` rows/columns are dropped (under half a
-    pixel at the working size).
+    one pass, leaving at most 2-4× to the exact resize. The last ``side % f`` rows/columns are
+    dropped (under half a pixel at the working size).
     """
     factor, keep = _shrink(image.shape[0], size)
     return image if factor < 2 else block_mean(image[:keep, :keep], factor)
