@@ -269,6 +269,35 @@ class _Selected:
         return self._select(self._labels[key])
 
 
+class _Placed:
+    """A small bool mask placed at (``row``, ``col``) of an H×W frame, lazily: only windows cut from it are built."""
+
+    dtype = np.dtype(bool)
+
+    def __init__(self, mask: np.ndarray, row: int, col: int, shape: tuple[int, int]) -> None:
+        self._mask, self._row, self._col, self.shape = mask, row, col, shape
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = (range(*k.indices(n)) for k, n in zip(key, self.shape, strict=True))
+        out = np.zeros((len(rows), len(cols)), bool)
+        h, w = self._mask.shape
+        top, left = self._row - rows.start, self._col - cols.start  # the mask's place in ``out``
+        ys, xs = max(top, 0), max(left, 0)
+        ye, xe = min(top + h, out.shape[0]), min(left + w, out.shape[1])
+        if ye > ys and xe > xs:
+            out[ys:ye, xs:xe] = self._mask[ys - top : ye - top, xs - left : xe - left]
+        return out
+
+
+def _union(a: _Window, b: _Window) -> _Window:
+    """One window holding both: the bounding square of their ROIs, the higher probability where they overlap."""
+    y0, x0 = min(a.roi.y0, b.roi.y0), min(a.roi.x0, b.roi.x0)
+    size = max(w.roi.y0 + w.roi.size - y0 for w in (a, b))
+    size = max(size, *(w.roi.x0 + w.roi.size - x0 for w in (a, b)))
+    rows, cols = slice(y0, y0 + size), slice(x0, x0 + size)
+    return _Window(ROI(y0, x0, size), np.maximum(a.over(rows, cols), b.over(rows, cols)))
+
+
 def check_box(box: Any, shape: tuple[int, int]) -> Box:
     """``(row0, col0, row1, col1)`` clipped to the image; inverted, empty or outside boxes are a ValueError."""
     try:
@@ -500,8 +529,50 @@ class Refiner:
             )
         if self.spec.context == "object":
             objects = self._object_prompts(labels, merge, boxes or {}, prev, rough)
-            return self._object_windows(objects, neg, keep_previous or rough)
+            windows = self._object_windows(objects, neg, keep_previous or rough)
+            return windows if keep_previous or rough else self._with_left_out(objects, windows, neg)
         return self._stroke_windows(labels, merge=merge, neg=neg, prev=prev)
+
+    def _with_left_out(
+        self, objects: list[_Object], windows: list[tuple[Any, _Window]], neg: np.ndarray | None
+    ) -> list[tuple[Any, _Window]]:
+        """Each stroke part (a click, a separate stroke) that its object's answer left out, refined alone and joined in.
+
+        A positive click says "this is the object", yet the model ignored about half of the corrective
+        clicks of the standard protocol on held-out train images. Joining each ignored part's own answer
+        (``scripts/heldout_probe.py clicks --objects 20 --rounds 10``, means of five sets): IoU after 5 clicks
+        0.737 -> 0.757, after 10 0.744 -> 0.771, NoC@85 6.53 -> 6.34; it costs forwards only where a part is left out.
+        """
+        pairs = zip(objects, windows, strict=True)
+        extra = [part for obj, (_, window) in pairs for part in self._left_out(obj, window)]
+        if not extra:
+            return windows
+        joined = dict(windows)
+        for value, window in self._object_windows(extra, neg):
+            joined[value] = _union(joined[value], window)
+        return list(joined.items())
+
+    def _left_out(self, obj: _Object, window: _Window) -> list[_Object]:
+        """The 8-connected parts of ``obj``'s stroke that no pixel of its answer touches, each as an object of its own.
+
+        A lone part of an object with no earlier mask and no box would only be asked the same question again.
+        """
+        if obj.pos is None:
+            return []
+        y0, y1, x0, x1 = obj.stroke_box
+        rows, cols = slice(y0, y1), slice(x0, x1)
+        parts, n = ndi.label(np.asarray(obj.pos[rows, cols]) != 0, structure=np.ones((3, 3), bool))
+        if n == 1 and obj.earlier is None and obj.box is None:
+            return []
+        touched = np.unique(parts[window.over(rows, cols) > self.threshold])
+        shape = self._image.shape[:2]
+        out = []
+        for k in np.setdiff1d(np.arange(1, n + 1), touched):
+            part = parts == k
+            py0, py1, px0, px1 = stroke_bbox(part)
+            placed = _Placed(part[py0:py1, px0:px1], y0 + py0, x0 + px0, shape)
+            out.append(_Object(obj.value, placed, (y0 + py0, y0 + py1, x0 + px0, x0 + px1), None))
+        return out
 
     def _object_prompts(
         self, labels: np.ndarray, merge: bool, boxes: dict[Any, Any], prev: np.ndarray | None, rough: bool
