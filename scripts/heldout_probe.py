@@ -3,6 +3,7 @@
     python scripts/heldout_probe.py window --model default --objects 50 --scales 0.5,0.75,1,1.5 --mins 64
     python scripts/heldout_probe.py prior --model default --objects 30
     python scripts/heldout_probe.py clicks --model default --objects 20 --rounds 10
+    python scripts/heldout_probe.py corrections --model default --objects 20 --rounds 10
     python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3 \
         --rough-rounds 1,2,3,4
     python scripts/heldout_probe.py video --model default --objects 10 --frames 10 --carry 0,0.3,0.35,0.4,0.45
@@ -15,6 +16,9 @@ or as ``previous`` (as a correction round does): IoU of the moved mask itself, o
 answers, of the model given the seed alone, and of the answer to the true mask itself as the prior.
 ``clicks``: the standard click protocol (``training.noc``) for ``--rounds`` clicks: IoU after 1, 5
 and the last click, and NoC@85.
+``corrections``: the stroke protocol of ``training.noc`` (a first ``scribble``, then corrective clicks from
+``strokes.correction_strokes`` on the model's own errors) for ``--rounds`` rounds: IoU after 1, 5 and the
+last round, and NoC@85.
 ``coarse``: a rough-mask protocol (``strokes.simulate_stroke(mask, --protocol)``, default coarse): IoU of the rough
 mask itself, of the model given it as the stroke, and given its core (eroded by each of ``--erosion``,
 a comma list) as the stroke and the mask as ``prior``, and the mask alone as the prior (as "Rough masks"
@@ -46,7 +50,7 @@ from napari_segmentello.strokes import human_scribble_stroke, simulate_stroke
 from training.config import load_config
 from training.dataset import open_sources, split_items
 from training.evaluate import evaluate
-from training.noc import interact_clicks, model_method, noc
+from training.noc import interact, interact_clicks, model_method, noc
 
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
 
@@ -123,6 +127,16 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
 
 
+def probe_corrections(refiner: Refiner, sets, rounds: int) -> None:
+    def figures(item: int, inst) -> list[float]:
+        first = simulate_stroke(inst.mask, "scribble", np.random.default_rng([0, inst.ann_id]))
+        rng = np.random.default_rng([0, inst.ann_id, 1])
+        curve = interact(model_method(refiner), inst.mask, first, rounds, rng)
+        return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
+
+    _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
+
+
 def probe_coarse(
     refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int], reaches: list[float]
 ) -> None:
@@ -192,7 +206,7 @@ def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=("window", "prior", "clicks", "coarse", "video"))
+    p.add_argument("probe", choices=("window", "prior", "clicks", "corrections", "coarse", "video"))
     p.add_argument("--model", default="default")
     p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
@@ -220,6 +234,8 @@ def main() -> None:
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
         reaches = [float(r) for r in args.rough_reach.split(",")]
         probe_coarse(refiner, sets, erosions, args.protocol, rounds, reaches)
+    elif args.probe == "corrections":
+        probe_corrections(refiner, sets, args.rounds)
     else:
         probe_clicks(refiner, sets, args.rounds)
 
