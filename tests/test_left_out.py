@@ -12,9 +12,10 @@ import torch
 from skimage.draw import disk
 from torch import nn
 
-from napari_segmentello.engine import Refiner, _Placed
+from napari_segmentello.engine import Refiner, _Placed, _Window
 from napari_segmentello.inputs import channel_of
 from napari_segmentello.models import get_spec
+from napari_segmentello.roi import ROI
 
 SPEC = get_spec("lite0-128")
 PREV = channel_of(SPEC, "prev")
@@ -84,3 +85,18 @@ def test_a_placed_mask_reads_like_the_full_frame_it_stands_for():
         r0, c0 = rng.integers(0, 30), rng.integers(0, 40)
         key = slice(r0, rng.integers(r0 + 1, 31)), slice(c0, rng.integers(c0 + 1, 41))
         assert np.array_equal(placed[key], frame[key])
+
+
+def test_a_left_out_part_whose_answer_reaches_a_not_this_pixel_is_not_joined():
+    """Asked without the earlier mask, a part's answer can grow back what the user took away."""
+    a, b, net, refiner, clicks = _two_discs()
+    negative = _disc(a.shape, (200, 500), 3)  # on ``b``: "not this"
+    answer = refiner.predict(clicks, previous=a, negative=negative)
+    assert answer[a].mean() > 0.9 and not answer[b].any()
+    assert net.windows >= 4  # the click on ``b`` was asked, and its answer refused
+
+
+def test_a_window_away_from_a_region_reads_as_zeros_there():
+    window = _Window(ROI(100, 100, 20), np.ones((20, 20), np.float32))
+    assert not window.over(slice(0, 50), slice(0, 50)).any()
+    assert window.over(slice(110, 130), slice(90, 105)).sum() == 10 * 5
