@@ -100,3 +100,14 @@ def test_a_window_away_from_a_region_reads_as_zeros_there():
     window = _Window(ROI(100, 100, 20), np.ones((20, 20), np.float32))
     assert not window.over(slice(0, 50), slice(0, 50)).any()
     assert window.over(slice(110, 130), slice(90, 105)).sum() == 10 * 5
+
+
+def test_only_the_regions_of_a_parts_answer_that_hold_the_part_join():
+    a, b, net, refiner, clicks = _two_discs()
+    blob = _disc(a.shape, (200, 545), 8)  # bright, apart from ``b`` but inside the click's windows
+    image = (a | b | blob).astype(np.float32)
+    refiner.set_image(image)
+    alone = refiner.predict(_disc(a.shape, (200, 480), 3))
+    assert alone[blob].mean() > 0.9  # asked alone, the click on ``b`` answers the blob too
+    answer = refiner.predict(clicks, previous=a)
+    assert answer[b].mean() > 0.97 and not answer[blob].any()
