@@ -64,6 +64,7 @@ ROUGH_ROUNDS = 2
 ROUGH_REACH = 0.2
 _BATCH = 64  # windows per forward pass: bounds memory when a labels layer holds hundreds of objects
 _NUMERIC = "biuf"
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
 
 ModelLike = str | os.PathLike | nn.Module
 
@@ -347,10 +348,7 @@ class _Window:
         """This window's probabilities on the image region (rows, cols); 0 where it does not reach."""
         region = np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.float32)
         at = ROI(self.roi.y0 - rows.start, self.roi.x0 - cols.start, self.roi.size)
-        h, w = region.shape
-        if min(at.y0 + at.size, h) <= max(at.y0, 0) or min(at.x0 + at.size, w) <= max(at.x0, 0):
-            return region  # the window does not reach the region
-        return paste(region, self.prob, at)
+        return paste(region, self.prob, at) if at.overlaps(region.shape) else region
 
 
 class Refiner:
@@ -570,7 +568,7 @@ class Refiner:
         answer = window.prob > self.threshold
         if neg is not None and answer[crop(neg, window.roi) != 0].any():
             return None
-        regions, _ = ndi.label(answer, structure=np.ones((3, 3), bool))
+        regions, _ = ndi.label(answer, structure=_EIGHT)
         held = np.unique(regions[crop(part.pos, window.roi)])
         keep = np.isin(regions, held[held > 0])
         return _Window(window.roi, np.where(keep, window.prob, 0).astype(np.float32)) if keep.any() else None
@@ -584,17 +582,18 @@ class Refiner:
             return []
         y0, y1, x0, x1 = obj.stroke_box
         rows, cols = slice(y0, y1), slice(x0, x1)
-        parts, n = ndi.label(np.asarray(obj.pos[rows, cols]) != 0, structure=np.ones((3, 3), bool))
+        parts, n = ndi.label(np.asarray(obj.pos[rows, cols]) != 0, structure=_EIGHT)
         if n == 1 and obj.earlier is None and obj.box is None:
             return []
-        touched = np.unique(parts[window.over(rows, cols) > self.threshold])
+        touched = set(np.unique(parts[window.over(rows, cols) > self.threshold]).tolist())
         shape = self._image.shape[:2]
         out = []
-        for k in np.setdiff1d(np.arange(1, n + 1), touched):
-            part = parts == k
-            py0, py1, px0, px1 = stroke_bbox(part)
-            placed = _Placed(part[py0:py1, px0:px1], y0 + py0, x0 + px0, shape)
-            out.append(_Object(obj.value, placed, (y0 + py0, y0 + py1, x0 + px0, x0 + px1), None))
+        for k, (pr, pc) in enumerate(ndi.find_objects(parts), start=1):
+            if k in touched:
+                continue
+            placed = _Placed(parts[pr, pc] == k, y0 + pr.start, x0 + pc.start, shape)
+            extent = (y0 + pr.start, y0 + pr.stop, x0 + pc.start, x0 + pc.stop)
+            out.append(_Object(obj.value, placed, extent, None))
         return out
 
     def _object_prompts(

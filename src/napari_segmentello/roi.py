@@ -27,13 +27,18 @@ class ROI:
     x0: int
     size: int
 
+    def overlaps(self, shape: tuple[int, int]) -> bool:
+        """Whether any of the window lies on an image of ``shape``."""
+        h, w = shape
+        return min(self.y0 + self.size, h) > max(self.y0, 0) and min(self.x0 + self.size, w) > max(self.x0, 0)
+
     def clipped(self, shape: tuple[int, int]) -> tuple[slice, slice, slice, slice]:
         """Slices of the in-bounds part: (image rows, image cols, window rows, window cols)."""
+        if not self.overlaps(shape):
+            raise ValueError(f"ROI {self} does not overlap an image of shape {shape}")
         h, w = shape
         ys, xs = max(self.y0, 0), max(self.x0, 0)
         ye, xe = min(self.y0 + self.size, h), min(self.x0 + self.size, w)
-        if ye <= ys or xe <= xs:
-            raise ValueError(f"ROI {self} does not overlap an image of shape {shape}")
         return (
             slice(ys, ye),
             slice(xs, xe),
