@@ -14,6 +14,7 @@ from napari_segmentello.losses import (
     focal_loss,
     loss_names,
     make_loss,
+    prompt_loss,
     signed_distance_map,
 )
 
@@ -192,3 +193,39 @@ def test_bad_input_is_a_clear_value_error(name: str, logits, target, match: str)
 def test_signed_distance_map_rejects_non_2d() -> None:
     with pytest.raises(ValueError, match="2D"):
         signed_distance_map(np.zeros((1, 4, 4), bool))
+
+
+def _prompt_case():
+    """Two 1×8×8 samples: the object is the left half; a stroke and a "not this" pixel on each."""
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, :, :4] = 1.0
+    pos, neg = torch.zeros(2, 8, 8), torch.zeros(2, 8, 8)
+    pos[:, 0, 0] = 1.0  # on the object
+    neg[:, 7, 7] = 1.0  # off it
+    return target, pos, neg
+
+
+def test_prompt_loss_is_high_only_when_the_answer_drops_a_prompted_pixel() -> None:
+    target, pos, neg = _prompt_case()
+    kept = _perfect(target)
+    assert prompt_loss(kept, target, pos, neg).item() < 1e-4
+    dropped = kept.clone()
+    dropped[0, 0, 0, 0] = -12.0  # sample 0 leaves its click out; the rest of the answer is perfect
+    loss = prompt_loss(dropped, target, pos, neg).item()
+    # mean over sample 0's two prompted pixels (one wrong by 12 logits), then over the two samples
+    assert loss == pytest.approx(12.0 / 2 / 2, rel=1e-3)
+    assert make_loss("bce")(dropped, target).item() < loss / 10  # the region loss hardly sees it
+
+
+def test_prompt_loss_ignores_stroke_pixels_off_the_object_and_samples_without_prompts() -> None:
+    target, pos, neg = _prompt_case()
+    wrong = _perfect(target)
+    wrong[0, 0, 0, 0] = -12.0  # sample 0 leaves its click out
+    coarse = pos.clone()
+    coarse[:, :, 4:6] = 1.0  # a coarse mask given as the stroke spills over the object
+    alone = prompt_loss(wrong[:1], target[:1], pos[:1], neg[:1]).item()
+    assert prompt_loss(wrong[:1], target[:1], coarse[:1], neg[:1]).item() == pytest.approx(alone)
+    empty = torch.zeros_like(pos)
+    both = prompt_loss(wrong, target, torch.stack([pos[0], empty[1]]), torch.stack([neg[0], empty[1]])).item()
+    assert both == pytest.approx(alone)  # a sample with no prompted pixel does not dilute the mean
+    assert prompt_loss(wrong, target, empty, empty).item() == 0.0

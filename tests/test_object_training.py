@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from napari_segmentello.checkpoint import load_checkpoint
+from napari_segmentello.inputs import channel_of
+from napari_segmentello.losses import prompt_loss
 from napari_segmentello.models.efficientnet import pretrained_file
 
 from training import run  # noqa: E402
@@ -77,3 +79,23 @@ def test_resume_continues_an_object_model_run(tmp_path):
     assert run.state_hash(load_checkpoint(out / run.LAST).state_dict) != run.state_hash(
         load_checkpoint(tmp_path / "first" / run.LAST).state_dict
     )
+
+
+@pytest.mark.data
+def test_prompt_weight_adds_the_prompt_loss_to_the_training_loss(tmp_path):
+    sets = ["max_images=3", "batch_size=4", "spec.working_size=64"]
+    sets += ['datasets=[{dataset = "coco-mini", split = "train"}]']
+    plain = run.Trainer(load_config(CONFIG, sets=sets), tmp_path / "a", run.setup_distributed("cpu"))
+    weighted = run.Trainer(load_config(CONFIG, sets=[*sets, "prompt_weight=0.5"]), tmp_path / "b", plain.dist)
+    weighted.net.load_state_dict(plain.net.state_dict())
+    batch = next(iter(plain.val_loader))
+    plain.net.eval(), weighted.net.eval()
+    with torch.no_grad():
+        base, _ = plain._loss(batch)
+        total, _ = weighted._loss(batch)
+        x = batch["x"]
+        logits = plain.net(x)
+        pos, neg = x[:, channel_of(plain.spec, "pos")], x[:, channel_of(plain.spec, "neg")]
+        extra = prompt_loss(logits, batch["y"], pos, neg)
+    assert extra.item() > 0
+    assert total.item() == pytest.approx(base.item() + 0.5 * extra.item(), rel=1e-4)

@@ -102,6 +102,8 @@ def test_set_and_named_overrides_win():
         (["patience=true"], ValueError, "'patience'"),
         (["val_fraction=1.0"], ValueError, "'val_fraction'"),
         (["spec=3"], ValueError, "'spec'"),
+        (["prompt_weight=-1"], ValueError, "'prompt_weight'"),
+        (["prompt_weight=0.5"], ValueError, "'prompt_weight'.*'neg'"),
         (["lr"], ValueError, "key=value"),
     ],
 )

@@ -45,6 +45,7 @@ class TrainConfig:
     window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
     rough_prior_prob: float = 0.0  # object-aware models: share of rough-mask samples given as prior + core, not stroke
     carried_prob: float = 0.0  # object-aware models: share of samples made as propagation hands a plane over
+    prompt_weight: float = 0.0  # weight of losses.prompt_loss (keep the prompted pixels), added to `loss`
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     flip_prob: float = 0.0  # share of training samples mirrored left-right (training.augment)
     gray_prob: float = 0.0  # share of training samples whose RGB image is made grayscale (training.augment)
@@ -138,6 +139,8 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     ):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
+    if cfg.prompt_weight < 0:
+        raise ValueError(f"config field 'prompt_weight' cannot be negative, got {cfg.prompt_weight}")
     if not 0.0 <= cfg.window_jitter <= 2.0:
         raise ValueError(
             f"config field 'window_jitter' must be in [0, 2] (log2 of the largest scale), got {cfg.window_jitter}"
@@ -167,6 +170,11 @@ def _check_names(cfg: TrainConfig) -> None:
         raise ValueError(
             f"config field 'carried_prob' = {cfg.carried_prob} needs an object-aware model that takes a previous "
             f"mask (context 'object', extra 'prev'); got context {spec.context!r}, extras {spec.extras}"
+        )
+    if cfg.prompt_weight > 0 and not {"pos", "neg"} <= set(spec.extras):
+        raise ValueError(
+            f"config field 'prompt_weight' = {cfg.prompt_weight} needs spec extras 'pos' and 'neg' "
+            f"(the stroke and the 'not this' stroke it keeps); got {spec.extras}"
         )
     if cfg.iterative_prob > 0:
         from training.iterative import PromptChannels

@@ -39,7 +39,8 @@ from tqdm import tqdm
 
 from napari_segmentello.checkpoint import load_checkpoint, save_checkpoint
 from napari_segmentello.devices import resolve_device
-from napari_segmentello.losses import make_loss
+from napari_segmentello.inputs import channel_of
+from napari_segmentello.losses import make_loss, prompt_loss
 from napari_segmentello.models import build_model
 from napari_segmentello.samples import PromptMix
 
@@ -207,6 +208,7 @@ class Trainer:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.net, device_ids=ids)
         self.loss_fn = make_loss(cfg.loss)
+        self.prompt_planes = self._prompt_planes()
         self.optimizer = torch.optim.Adam(self._param_groups(), lr=cfg.lr)
         self.amp = dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -365,7 +367,17 @@ class Trainer:
         sdm = batch["sdm"].to(dev, non_blocking=True) if "sdm" in batch else None
         with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
             logits = self.model(x)
-        return self.loss_fn(logits.float(), y, sdm), len(x)
+        loss = self.loss_fn(logits.float(), y, sdm)
+        if self.prompt_planes is not None:
+            pos, neg = self.prompt_planes
+            loss = loss + self.cfg.prompt_weight * prompt_loss(logits.float(), y, x[:, pos], x[:, neg])
+        return loss, len(x)
+
+    def _prompt_planes(self) -> tuple[int, int] | None:
+        """Input channels of the stroke and the "not this" stroke when ``prompt_weight`` asks for them."""
+        if self.cfg.prompt_weight <= 0:
+            return None
+        return channel_of(self.spec, "pos"), channel_of(self.spec, "neg")
 
     def _rounds(self) -> IterativeRounds | None:
         """This epoch's RITM rounds, drawn from (seed, rank, epoch) so a resumed run repeats them."""
