@@ -1,41 +1,24 @@
 """When pass 1's answer is final: a first stroke whose focus window would show the network nothing new.
 
-A stand-in network answers the bright pixels of its window and counts its windows, so each test
-reads how many forwards the engine spent and whether the answer is still the object.
+The *stubborn* stand-in (``stand_ins.Stubborn``: its earlier mask where it has one, else the bright pixels)
+counts its windows, so each test reads how many forwards the engine spent and whether the answer is the object.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from skimage.draw import disk, line
-from torch import nn
 
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
-from napari_segmentello.models import get_spec
 from napari_segmentello.roi import ROI, focus_sees_more
-
-SPEC = get_spec("lite0-128")  # working size 160
-
-
-class Bright(nn.Module):
-    """Logits: bright is object. Counts its windows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spec = SPEC
-        self.windows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.windows += x.shape[0]
-        return 40.0 * x[:, :1]  # the image channel, centred at 0: bright > 0 > dark
+from stand_ins import Stubborn
 
 
-def _scene(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> tuple[np.ndarray, Bright, Refiner]:
+def _scene(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> tuple[np.ndarray, Stubborn, Refiner]:
     disc = np.zeros(shape, bool)
     disc[disk(centre, radius, shape=shape)] = True
-    net = Bright()
+    net = Stubborn()
     refiner = Refiner(net)
     refiner.set_image(disc.astype(np.float32))
     return disc, net, refiner
