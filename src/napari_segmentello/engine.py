@@ -36,7 +36,6 @@ from napari_segmentello.roi import (
     ROI,
     crop,
     focus_roi,
-    focus_sees_more,
     mask_box,
     next_context,
     paste,
@@ -48,7 +47,6 @@ from napari_segmentello.roi import (
     stroke_bbox,
 )
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
-from napari_segmentello.strokes import CLICK_RADIUS
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
 
@@ -67,7 +65,6 @@ ROUGH_REACH = 0.2
 _BATCH = 64  # windows per forward pass: bounds memory when a labels layer holds hundreds of objects
 _NUMERIC = "biuf"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
-_CLICK_SIDE = 2 * math.ceil(CLICK_RADIUS) + 1  # a click's disc, as the widget and the click protocol draw it
 
 ModelLike = str | os.PathLike | nn.Module
 
@@ -338,13 +335,6 @@ class _Object:
     def extent(self) -> Extent:
         """Where the prompts are (:func:`roi.prompt_extent`)."""
         return prompt_extent(self.stroke_box, self.box, self.earlier_box)
-
-    def first_stroke(self) -> bool:
-        """A stroke alone: no earlier mask, no box, and more than a click (a disc of ``CLICK_RADIUS``)."""
-        if self.earlier is not None or self.box is not None or self.stroke_box is None:
-            return False
-        y0, y1, x0, x1 = self.stroke_box
-        return max(y1 - y0, x1 - x0) > _CLICK_SIDE
 
 
 @dataclass(frozen=True)
@@ -661,20 +651,12 @@ class Refiner:
                     rois[i] = grown
                     still.append(i)
             active, step = still, step + 1
-        final: dict[int, tuple[Any, _Window]] = {}
-        again, focus, coarse = [], [], []
-        for i, (o, roi, prob) in enumerate(zip(objects, rois, masks, strict=True)):
+        focus, coarse = [], []
+        for o, roi, prob in zip(objects, rois, masks, strict=True):
             found = mask_box(prob > self.threshold, roi)
-            box = focus_roi(found if found is not None else o.extent())
-            if found is not None and o.first_stroke() and not focus_sees_more(roi, box, self.spec.working_size):
-                final[i] = (o.value, _Window(roi, resize_image(prob, roi.size)))
-                continue
-            again.append(i)
-            focus.append(box)
-            coarse.append(resample_window(prob, roi, box, self.spec.working_size) > self.threshold)
-        refined = self._focused([objects[i] for i in again], focus, coarse, neg) if again else []
-        final.update(zip(again, refined, strict=True))
-        return [final[i] for i in range(len(objects))]
+            focus.append(focus_roi(found if found is not None else o.extent()))
+            coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
+        return self._focused(objects, focus, coarse, neg)
 
     def _focused(
         self, objects: list[_Object], focus: list[ROI], coarse: list[np.ndarray | None], neg: np.ndarray | None

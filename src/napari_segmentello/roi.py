@@ -32,15 +32,6 @@ class ROI:
         h, w = shape
         return min(self.y0 + self.size, h) > max(self.y0, 0) and min(self.x0 + self.size, w) > max(self.x0, 0)
 
-    def contains(self, other: ROI) -> bool:
-        """Whether ``other`` lies wholly inside this window."""
-        return (
-            self.y0 <= other.y0
-            and self.x0 <= other.x0
-            and other.y0 + other.size <= self.y0 + self.size
-            and other.x0 + other.size <= self.x0 + self.size
-        )
-
     def clipped(self, shape: tuple[int, int]) -> tuple[slice, slice, slice, slice]:
         """Slices of the in-bounds part: (image rows, image cols, window rows, window cols)."""
         if not self.overlaps(shape):
@@ -196,16 +187,6 @@ def resample_window(prob: np.ndarray, src: ROI, dst: ROI, size: int) -> np.ndarr
     cols = (dst.x0 - src.x0 + centres) * scale - 0.5
     grid = np.meshgrid(rows, cols, indexing="ij")
     return map_coordinates(prob.astype(np.float32), grid, order=1, mode="constant", cval=0.0)
-
-
-def focus_sees_more(window: ROI, focus: ROI, working_size: int) -> bool:
-    """Whether pass 2's ``focus`` would show the network anything pass 1's ``window`` did not.
-
-    It would not when the focus lies inside the window and the window was not shrunk (its side at most
-    ``working_size``: every image pixel was seen): the same pixels, no finer. Then pass 1's answer is
-    final, one forward instead of two.
-    """
-    return window.size > working_size or not window.contains(focus)
 
 
 def focus_roi(box: tuple[int, int, int, int]) -> ROI:
