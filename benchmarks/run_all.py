@@ -2,8 +2,10 @@
 
 Each benchmark runs in its own process (the widget one under ``xvfb-run -a``
 when there is no display) and writes ``OUT/<name>.json``; then
-``OUT/performance.md`` is built from those files alone: the machine, date and
-commit, every table, and a closing note that quotes the measured ratios.
+``OUT/performance.md`` is built from those files alone (every benchmark's file in
+``OUT``, so ``--only`` re-measures some and keeps the others' tables, each marked
+when measured separately): the machine, date and commit, every table, and a closing
+note that quotes the measured ratios.
 ``--quick`` proves the scripts run (a few objects and sizes); its figures are
 not for quoting.
 """
@@ -190,10 +192,10 @@ def run(args: argparse.Namespace) -> Path:
         stand_in = args.stand_in or not (args.models or args.model or list_models())
         for name in names:
             run_one(name, _argv(name, args, stand_in), args.threads)
-    results = {}
+    results = {}  # every benchmark with results in OUT: --only re-measures some, the page keeps the rest
     for name in BENCHMARKS:
         path = args.out / f"{name}.json"
-        if name in names and path.is_file():
+        if path.is_file():
             results[name] = json.loads(path.read_text())
     if not results:
         raise FileNotFoundError(f"no benchmark results in {args.out}; run without --markdown-only first")

@@ -133,6 +133,15 @@ def test_performance_md_quotes_the_measured_ratios(quick_run):
         assert f"takes {ratio['median']:.2f}× our time" in text.split("**In short**")[1]
 
 
+@pytest.mark.data
+def test_rebuilding_one_benchmark_keeps_the_other_tables(quick_run):
+    done = run_module("run_all", "--markdown-only", "--only", "scaling", "--out", str(quick_run))
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = (quick_run / "performance.md").read_text()
+    for heading in ("Latency per object", "Scaling", "Training throughput"):
+        assert f"### {heading}" in text
+
+
 @pytest.mark.gui
 def test_widget_roundtrip(tmp_path, checkpoint):
     done = run_module(
