@@ -3,8 +3,8 @@
     PYTHONPATH=. python scripts/device_pack.py --config training/configs/default.toml --out .devdata --quality 60
 
 The device machine sees only the repository, not ``../shared``: this writes, under ``--out``,
-each dataset's annotation file cut to the images the config reads (``max_images``: the first
-N image ids, sorted, as ``data.CocoInstances`` takes them, so the held-out split is the same)
+each dataset's annotation file cut to the images the config reads (``data.CocoInstances``'s
+own choice under ``max_images``, so the held-out split is the same)
 and gzipped, and those images: JPEG files re-encoded at ``--quality`` (same pixels size, so the
 annotations hold; compression artefacts are the only change), others copied as they are.
 ``scripts/device_train.sh`` unpacks it there. Fails, naming the size, when the pack exceeds
@@ -24,13 +24,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from napari_segmentello.data import CocoInstances
 from training.config import load_config
 from training.dataset import resolve_dataset
 
 
-def _subset(ann: dict, max_images: int | None) -> dict:
-    """The annotation file with only the first ``max_images`` image ids (sorted) and their annotations."""
-    keep = set(sorted(img["id"] for img in ann["images"])[:max_images])
+def _subset(source: CocoInstances) -> dict:
+    """The source's annotation file with only the images it reads (``max_images``) and their annotations."""
+    ann, keep = source.coco.dataset, set(source.image_ids)
     out = dict(ann)
     out["images"] = [img for img in ann["images"] if img["id"] in keep]
     out["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
@@ -52,7 +53,7 @@ def pack(config: Path, out: Path, quality: int) -> int:
         if "dataset" not in entry:
             raise ValueError(f"only named datasets can be packed, got {entry}")
         images_dir, ann_file = resolve_dataset(entry)
-        ann = _subset(json.loads(ann_file.read_text()), entry.get("max_images", cfg.max_images))
+        ann = _subset(CocoInstances(images_dir, ann_file, max_images=entry.get("max_images", cfg.max_images)))
         target = out / entry["dataset"]
         (target / "annotations").mkdir(parents=True, exist_ok=True)
         (target / "images").mkdir(exist_ok=True)
