@@ -11,6 +11,7 @@ from napari_segmentello.losses import (
     COMBINED,
     batch_sdm,
     boundary_loss,
+    distill_loss,
     focal_loss,
     loss_names,
     make_loss,
@@ -229,3 +230,16 @@ def test_prompt_loss_ignores_stroke_pixels_off_the_object_and_samples_without_pr
     both = prompt_loss(wrong, target, torch.stack([pos[0], empty[1]]), torch.stack([neg[0], empty[1]])).item()
     assert both == pytest.approx(alone)  # a sample with no prompted pixel does not dilute the mean
     assert prompt_loss(wrong, target, empty, empty).item() == 0.0
+
+
+def test_distill_loss_pulls_the_student_to_the_teachers_probabilities() -> None:
+    teacher = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    same = teacher.clone().requires_grad_(True)
+    distill_loss(same, teacher).backward()
+    assert same.grad.abs().max().item() < 1e-12  # the teacher's answer is the student's optimum
+    p = torch.sigmoid(teacher)
+    entropy = -(p * p.log() + (1 - p) * (1 - p).log()).mean()
+    assert distill_loss(teacher, teacher).item() == pytest.approx(entropy.item())
+    assert distill_loss(-teacher, teacher).item() > entropy.item() + 0.1
+    with pytest.raises(ValueError, match="does not match"):
+        distill_loss(teacher, teacher[:1])

@@ -13,7 +13,7 @@ from napari_segmentello.models.cspn import normalise_affinity, propagate
 from napari_segmentello.models.unet import AttentionGate, ResBlock
 
 NAMES = ["tiny16-32", "res16-32", "tiny16-128", "res16-128", "res32-256", "attn32-256"]
-OBJECT_NAMES = ["lite0-128", "lite0-256"]
+OBJECT_NAMES = ["lite0-128", "lite0-256", "lite0-64"]
 
 
 def _n_params(model: nn.Module) -> int:

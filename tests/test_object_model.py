@@ -118,7 +118,7 @@ def test_prompt_injection_is_a_no_op_at_init():
     assert [t.shape[1] for t in plain] == [16, 24, 40, 112]
 
 
-@pytest.mark.parametrize("name", ["lite0-128", "lite0-256"])
+@pytest.mark.parametrize("name", ["lite0-128", "lite0-256", "lite0-64"])
 def test_any_size_in_every_parameter_trained(name):
     torch.manual_seed(0)
     net = build_model(name)

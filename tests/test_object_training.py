@@ -14,7 +14,8 @@ import torch
 
 from napari_segmentello.checkpoint import load_checkpoint
 from napari_segmentello.inputs import channel_of
-from napari_segmentello.losses import prompt_loss
+from napari_segmentello.engine import load_model
+from napari_segmentello.losses import distill_loss, prompt_loss
 from napari_segmentello.models.efficientnet import pretrained_file
 
 from training import run  # noqa: E402
@@ -81,21 +82,43 @@ def test_resume_continues_an_object_model_run(tmp_path):
     )
 
 
+SMALL = ["max_images=3", "batch_size=4", "spec.working_size=64", 'datasets=[{dataset = "coco-mini", split = "train"}]']
+
+
+def _with_and_without(tmp_path: Path, sets: list[str], extra: list[str]):
+    """Two trainers on the same data and weights, the second with ``extra`` settings: (plain, other, batch, losses)."""
+    plain = run.Trainer(load_config(CONFIG, sets=[*SMALL, *sets]), tmp_path / "a", run.setup_distributed("cpu"))
+    other = run.Trainer(load_config(CONFIG, sets=[*SMALL, *sets, *extra]), tmp_path / "b", plain.dist)
+    batch = next(iter(plain.val_loader))
+    plain.net.load_state_dict(other.net.state_dict())
+    plain.net.eval(), other.net.eval()
+    with torch.no_grad():
+        losses = plain._loss(batch)[0].item(), other._loss(batch)[0].item()
+    return plain, other, batch, losses
+
+
 @pytest.mark.data
 def test_prompt_weight_adds_the_prompt_loss_to_the_training_loss(tmp_path):
-    sets = ["max_images=3", "batch_size=4", "spec.working_size=64"]
-    sets += ['datasets=[{dataset = "coco-mini", split = "train"}]']
-    plain = run.Trainer(load_config(CONFIG, sets=sets), tmp_path / "a", run.setup_distributed("cpu"))
-    weighted = run.Trainer(load_config(CONFIG, sets=[*sets, "prompt_weight=0.5"]), tmp_path / "b", plain.dist)
-    weighted.net.load_state_dict(plain.net.state_dict())
-    batch = next(iter(plain.val_loader))
-    plain.net.eval(), weighted.net.eval()
+    plain, _, batch, (base, total) = _with_and_without(tmp_path, [], ["prompt_weight=0.5"])
+    x = batch["x"]
     with torch.no_grad():
-        base, _ = plain._loss(batch)
-        total, _ = weighted._loss(batch)
-        x = batch["x"]
-        logits = plain.net(x)
         pos, neg = x[:, channel_of(plain.spec, "pos")], x[:, channel_of(plain.spec, "neg")]
-        extra = prompt_loss(logits, batch["y"], pos, neg)
-    assert extra.item() > 0
-    assert total.item() == pytest.approx(base.item() + 0.5 * extra.item(), rel=1e-4)
+        extra = prompt_loss(plain.net(x), batch["y"], pos, neg).item()
+    assert extra > 0
+    assert total == pytest.approx(base + 0.5 * extra, rel=1e-4)
+
+
+@pytest.mark.data
+def test_a_student_starts_from_its_teachers_encoder_and_learns_its_answers(tmp_path):
+    extra_sets = ["teacher=default", "teacher_weight=0.5"]
+    plain, student, batch, (base, total) = _with_and_without(tmp_path, ["model=lite0-64"], extra_sets)
+    teacher = load_model("default", "cpu")
+    mine, theirs = student.net.state_dict(), teacher.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine if k.startswith(("encoder.", "fusion.")))
+    shared = len(mine) - sum("decoder" in k for k in mine)
+    assert student.pretrained == {"teacher": "default", "tensors": shared, "of": len(mine)}
+    x = batch["x"].contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        extra = distill_loss(plain.net(x), teacher(x)).item()
+    assert extra > 0
+    assert total == pytest.approx(base + 0.5 * extra, rel=1e-4)

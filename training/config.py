@@ -16,7 +16,14 @@ from typing import Any
 
 _NONE = ("none", "null")
 # Fields that may be left unset (TOML has no null); their type when set.
-_OPTIONAL = {"max_images": int, "max_steps": int, "max_val_objects": int, "time_budget": float, "init_checkpoint": str}
+_OPTIONAL = {
+    "max_images": int,
+    "max_steps": int,
+    "max_val_objects": int,
+    "time_budget": float,
+    "init_checkpoint": str,
+    "teacher": str,
+}
 
 
 @dataclass
@@ -59,6 +66,8 @@ class TrainConfig:
     max_steps: int | None = None  # batches per epoch at most (tests, smoke runs)
     time_budget: float | None = None  # minutes; stop after the epoch in which it runs out
     init_checkpoint: str | None = None  # start from these weights (finetuning); its spec must be the config's
+    teacher: str | None = None  # distil from this model (bundled name or checkpoint), same input recipe
+    teacher_weight: float = 1.0  # weight of losses.distill_loss (the teacher's probabilities), added to `loss`
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data copy (for provenance and logs)."""
@@ -139,8 +148,9 @@ def _check(cfg: TrainConfig) -> TrainConfig:
     ):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ValueError(f"config field {key!r} must be in [0, 1], got {getattr(cfg, key)}")
-    if cfg.prompt_weight < 0:
-        raise ValueError(f"config field 'prompt_weight' cannot be negative, got {cfg.prompt_weight}")
+    for key in ("prompt_weight", "teacher_weight"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"config field {key!r} cannot be negative, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.window_jitter <= 2.0:
         raise ValueError(
             f"config field 'window_jitter' must be in [0, 2] (log2 of the largest scale), got {cfg.window_jitter}"
@@ -182,6 +192,8 @@ def _check_names(cfg: TrainConfig) -> None:
         PromptChannels.of(spec)  # names the missing extras
     if cfg.init_checkpoint is not None:
         _check_init_spec(cfg.init_checkpoint, spec)
+    if cfg.teacher is not None:
+        _check_teacher(cfg.teacher, spec)
     make_loss(cfg.loss)
     names = [cfg.protocol] if isinstance(cfg.protocol, str) else list(cfg.protocol)
     valid = [*PROTOCOLS, BOX_PROTOCOL] if "box" in spec.extras else list(PROTOCOLS)
@@ -205,6 +217,18 @@ def _check_init_spec(path: str, spec: Any) -> None:
             f"init_checkpoint {path} holds a {theirs} model, but the config builds {spec} "
             f"({'; '.join(differ)}); leave out model and spec to take both from the checkpoint"
         )
+
+
+def _check_teacher(name: str, spec: Any) -> None:
+    """A teacher reads the student's input tensors: the same image channels, prompt planes and window rule."""
+    from napari_segmentello.engine import load_model
+
+    theirs = load_model(name, "cpu").spec
+    keys = ("image_channels", "extras", "context")
+    differ = [f"{k}: teacher {getattr(theirs, k)!r}, student {getattr(spec, k)!r}" for k in keys]
+    differ = [d for k, d in zip(keys, differ, strict=True) if getattr(theirs, k) != getattr(spec, k)]
+    if differ:
+        raise ValueError(f"teacher {name} cannot read this model's inputs ({'; '.join(differ)})")
 
 
 def model_from_checkpoint(path: str | Path) -> dict[str, Any]:

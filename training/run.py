@@ -40,8 +40,10 @@ from tqdm import tqdm
 from napari_segmentello.checkpoint import load_checkpoint, save_checkpoint
 from napari_segmentello.devices import resolve_device
 from napari_segmentello.inputs import channel_of
-from napari_segmentello.losses import make_loss, prompt_loss
+from napari_segmentello.engine import load_model
+from napari_segmentello.losses import distill_loss, make_loss, prompt_loss
 from napari_segmentello.models import build_model
+from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.samples import PromptMix
 
 from training.config import TrainConfig, load_config
@@ -198,10 +200,13 @@ class Trainer:
         self.pretrained = None
         if self.spec.family == "lite0" and cfg.pretrained and cfg.init_checkpoint is None:
             self.pretrained = self.net.encoder.load_pretrained()  # {"file", "sha256"}: recorded in provenance
+        self.teacher = None if cfg.teacher is None else folded_for_inference(load_model(cfg.teacher, dist.device))
         if cfg.init_checkpoint is not None:  # before DDP, which broadcasts rank 0's weights
             init = load_checkpoint(cfg.init_checkpoint)
             self.net.load_state_dict(init.state_dict)
             self.init = {"path": cfg.init_checkpoint, "provenance": init.provenance, "metrics": init.metrics}
+        elif self.teacher is not None:
+            self.pretrained = self._from_teacher()
         self.net.to(dist.device)
         self.model: nn.Module = self.net
         if dist.world > 1:
@@ -241,6 +246,15 @@ class Trainer:
         self.bad_epochs = 0
         self.early_stopped = False
         self.history: list[dict[str, Any]] = []
+
+    def _from_teacher(self) -> dict[str, Any]:
+        """A student starts with the teacher's encoder and prompt fusion where their shapes match (a lite0
+        teacher's finetuned encoder, not ImageNet's): only the parts that differ, its decoder, start afresh."""
+        theirs = load_model(self.cfg.teacher, "cpu").state_dict()
+        mine = self.net.state_dict()
+        shared = {k: v for k, v in theirs.items() if k in mine and v.shape == mine[k].shape and "decoder" not in k}
+        self.net.load_state_dict(shared, strict=False)
+        return {"teacher": self.cfg.teacher, "tensors": len(shared), "of": len(mine)}
 
     @property
     def frozen_encoder(self) -> bool:
@@ -371,6 +385,10 @@ class Trainer:
         if self.prompt_planes is not None:
             pos, neg = self.prompt_planes
             loss = loss + self.cfg.prompt_weight * prompt_loss(logits.float(), y, x[:, pos], x[:, neg])
+        if self.teacher is not None:
+            with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=self.amp):
+                taught = self.teacher(x)
+            loss = loss + self.cfg.teacher_weight * distill_loss(logits.float(), taught.float())
         return loss, len(x)
 
     def _prompt_planes(self) -> tuple[int, int] | None:

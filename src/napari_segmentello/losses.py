@@ -115,6 +115,16 @@ def prompt_loss(logits: torch.Tensor, target: torch.Tensor, pos: torch.Tensor, n
     return per_sample[has].sum() / has.sum().clamp(min=1)
 
 
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """BCE of the logits against a teacher network's probabilities on the same input (knowledge distillation).
+
+    A teacher's soft answer carries what it learned in hours of training (which clicks count, where
+    an edge is uncertain), so a smaller student learns it from far fewer samples than from the masks alone.
+    """
+    _check(logits, teacher_logits)
+    return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(teacher_logits.detach()))
+
+
 def batch_sdm(target: torch.Tensor) -> torch.Tensor:
     """Signed distance maps of a (N, 1, H, W) target, computed on CPU, returned on its device and dtype."""
     masks = target.detach().to("cpu", torch.float32).numpy()[:, 0]

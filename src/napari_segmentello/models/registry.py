@@ -132,6 +132,8 @@ REGISTRY: dict[str, ModelSpec] = dict(
         _entry("attn32-256", "attn", 32, 256),
         ("lite0-128", ModelSpec(family="lite0", base=16, top=128, name="lite0-128", **_OBJECT)),
         ("lite0-256", ModelSpec(family="lite0", base=16, top=256, name="lite0-256", **_OBJECT)),
+        # half the decoder widths of lite0-128: a forward 18.7 -> 13.3 ms at 160 px on 2 CPU cores
+        ("lite0-64", ModelSpec(family="lite0", base=8, top=64, name="lite0-64", **_OBJECT)),
     ]
 )
 
