@@ -224,9 +224,11 @@ def _check_teacher(name: str, spec: Any) -> None:
     from napari_segmentello.engine import load_model
 
     theirs = load_model(name, "cpu").spec
-    keys = ("image_channels", "extras", "context")
-    differ = [f"{k}: teacher {getattr(theirs, k)!r}, student {getattr(spec, k)!r}" for k in keys]
-    differ = [d for k, d in zip(keys, differ, strict=True) if getattr(theirs, k) != getattr(spec, k)]
+    differ = [
+        f"{k}: teacher {getattr(theirs, k)!r}, student {getattr(spec, k)!r}"
+        for k in ("image_channels", "extras", "context")
+        if getattr(theirs, k) != getattr(spec, k)
+    ]
     if differ:
         raise ValueError(f"teacher {name} cannot read this model's inputs ({'; '.join(differ)})")
 

@@ -198,15 +198,16 @@ class Trainer:
         self.spec = self.net.spec
         self.init: dict[str, Any] | None = None
         self.pretrained = None
-        if self.spec.family == "lite0" and cfg.pretrained and cfg.init_checkpoint is None:
-            self.pretrained = self.net.encoder.load_pretrained()  # {"file", "sha256"}: recorded in provenance
-        self.teacher = None if cfg.teacher is None else folded_for_inference(load_model(cfg.teacher, dist.device))
+        teacher = None if cfg.teacher is None else load_model(cfg.teacher, dist.device)
+        self.teacher = None if teacher is None else folded_for_inference(teacher)
         if cfg.init_checkpoint is not None:  # before DDP, which broadcasts rank 0's weights
             init = load_checkpoint(cfg.init_checkpoint)
             self.net.load_state_dict(init.state_dict)
             self.init = {"path": cfg.init_checkpoint, "provenance": init.provenance, "metrics": init.metrics}
-        elif self.teacher is not None:
-            self.pretrained = self._from_teacher()
+        elif teacher is not None:
+            self.pretrained = self._from_teacher(teacher)
+        elif self.spec.family == "lite0" and cfg.pretrained:
+            self.pretrained = self.net.encoder.load_pretrained()  # {"file", "sha256"}: recorded in provenance
         self.net.to(dist.device)
         self.model: nn.Module = self.net
         if dist.world > 1:
@@ -247,10 +248,10 @@ class Trainer:
         self.early_stopped = False
         self.history: list[dict[str, Any]] = []
 
-    def _from_teacher(self) -> dict[str, Any]:
+    def _from_teacher(self, teacher: nn.Module) -> dict[str, Any]:
         """A student starts with the teacher's encoder and prompt fusion where their shapes match (a lite0
         teacher's finetuned encoder, not ImageNet's): only the parts that differ, its decoder, start afresh."""
-        theirs = load_model(self.cfg.teacher, "cpu").state_dict()
+        theirs = teacher.state_dict()
         mine = self.net.state_dict()
         shared = {k: v for k, v in theirs.items() if k in mine and v.shape == mine[k].shape and "decoder" not in k}
         self.net.load_state_dict(shared, strict=False)
