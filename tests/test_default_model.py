@@ -33,13 +33,16 @@ def test_default_is_bundled_first_small_object_aware_and_describes_itself():
     assert 0.0 < ckpt.metrics["coco-mini/val"]["scribble"]["iou"] <= 1.0
 
 
-def test_the_previous_default_stays_loadable_by_name():
-    ckpt = load_checkpoint(WEIGHTS_DIR / "tiny-2025.pt")
-    assert ckpt.spec.name == "tiny16-128" and ckpt.spec.context == "stroke"
-    assert Refiner("tiny-2025", device="cpu").spec == ckpt.spec
+@pytest.mark.parametrize(
+    ("name", "model", "context"), [("lite0-2026", "lite0-128", "object"), ("tiny-2025", "tiny16-128", "stroke")]
+)
+def test_the_previous_defaults_stay_loadable_by_name(name, model, context):
+    ckpt = load_checkpoint(WEIGHTS_DIR / f"{name}.pt")
+    assert ckpt.spec.name == model and ckpt.spec.context == context
+    assert Refiner(name, device="cpu").spec == ckpt.spec
 
 
-@pytest.mark.parametrize("model", ["default", "fast"])
+@pytest.mark.parametrize("model", ["default", "lite0-2026"])
 def test_default_refines_the_bundled_sample(model):
     image, strokes, reference = load_sample()
     refined = refine_labels(image, strokes, model=model, device="cpu")
@@ -81,7 +84,7 @@ def test_default_refines_rough_masks_better_as_priors_than_as_strokes(data_root)
     assert np.mean(gains) > 0.04  # measured +0.11 on these 40 masks (coarse +0.10, lasso +0.11)
 
 
-def test_fast_is_a_half_width_default_distilled_from_it():
-    ckpt = load_checkpoint(WEIGHTS_DIR / "fast.pt")
-    assert ckpt.spec.name == "lite0-64" and ckpt.spec.extras == load_checkpoint(DEFAULT).spec.extras
-    assert ckpt.provenance["config"]["teacher"] == "default"
+def test_default_is_the_previous_default_at_half_width_distilled_from_it():
+    ckpt, teacher = load_checkpoint(DEFAULT), load_checkpoint(WEIGHTS_DIR / "lite0-2026.pt")
+    assert (ckpt.spec.name, teacher.spec.name) == ("lite0-64", "lite0-128") and ckpt.spec.extras == teacher.spec.extras
+    assert ckpt.provenance["config"]["teacher"] == "default"  # trained while lite0-2026 was bundled as default

@@ -47,7 +47,7 @@ def _moved(encoder: dict[str, torch.Tensor]) -> list[str]:
 
 def test_the_shipped_config_trains_the_object_family_on_every_instance_set():
     cfg = load_config(CONFIG)
-    assert cfg.model.startswith("lite0") and cfg.pretrained
+    assert cfg.model.startswith("lite0") and cfg.pretrained and cfg.teacher == "lite0-2026"
     assert {d["dataset"] for d in cfg.datasets} == {
         "coco-mini",
         "coco-mval",
@@ -61,9 +61,10 @@ def test_the_shipped_config_trains_the_object_family_on_every_instance_set():
 @pytest.mark.data
 @pytest.mark.slow
 def test_frozen_encoder_stays_imagenet_and_finetuned_one_moves(tmp_path):
-    assert train(tmp_path / "frozen", "--epochs", "1", "--set", "encoder_lr_scale=0") == 0
+    imagenet = ["--set", "teacher=none"]  # a teacher would hand the student its own encoder
+    assert train(tmp_path / "frozen", "--epochs", "1", "--set", "encoder_lr_scale=0", *imagenet) == 0
     assert not _moved(_encoder(tmp_path / "frozen" / run.LAST))
-    assert train(tmp_path / "tuned", "--epochs", "1") == 0
+    assert train(tmp_path / "tuned", "--epochs", "1", *imagenet) == 0
     assert _moved(_encoder(tmp_path / "tuned" / run.LAST))
     provenance = load_checkpoint(tmp_path / "tuned" / run.LAST).provenance
     assert provenance["pretrained_encoder"]["file"] == pretrained_file().name
@@ -83,6 +84,7 @@ def test_resume_continues_an_object_model_run(tmp_path):
 
 
 SMALL = ["max_images=3", "batch_size=4", "spec.working_size=64", 'datasets=[{dataset = "coco-mini", split = "train"}]']
+SMALL += ["teacher=none"]
 
 
 def _with_and_without(tmp_path: Path, sets: list[str], extra: list[str]):
@@ -110,13 +112,13 @@ def test_prompt_weight_adds_the_prompt_loss_to_the_training_loss(tmp_path):
 
 @pytest.mark.data
 def test_a_student_starts_from_its_teachers_encoder_and_learns_its_answers(tmp_path):
-    extra_sets = ["teacher=default", "teacher_weight=0.5"]
+    extra_sets = ["teacher=lite0-2026", "teacher_weight=0.5"]
     plain, student, batch, (base, total) = _with_and_without(tmp_path, ["model=lite0-64"], extra_sets)
-    teacher = load_model("default", "cpu")
+    teacher = load_model("lite0-2026", "cpu")
     mine, theirs = student.net.state_dict(), teacher.state_dict()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine if k.startswith(("encoder.", "fusion.")))
     shared = len(mine) - sum("decoder" in k for k in mine)
-    assert student.pretrained == {"teacher": "default", "tensors": shared, "of": len(mine)}
+    assert student.pretrained == {"teacher": "lite0-2026", "tensors": shared, "of": len(mine)}
     x = batch["x"].contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         extra = distill_loss(plain.net(x), teacher(x)).item()

@@ -62,7 +62,7 @@ def weights_hash(path: Path) -> str:
 
 
 def test_every_study_config_has_the_study_settings():
-    assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == sorted([*STUDY_ROWS, "default", "tiny-2025"])
+    assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == sorted([*STUDY_ROWS, "default", "lite0-2026", "tiny-2025"])
     for stem, (model, loss) in STUDY_ROWS.items():
         cfg = load_config(CONFIGS / f"{stem}.toml")
         assert (cfg.name, cfg.model, cfg.loss) == (stem, model, loss)
@@ -71,10 +71,14 @@ def test_every_study_config_has_the_study_settings():
         assert cfg.datasets == [{"dataset": "coco-mini", "split": "train"}]
 
 
-def test_default_config_loads_and_the_previous_default_stays_reproducible():
+def test_default_config_loads_and_the_previous_defaults_stay_reproducible():
     cfg = load_config(CONFIGS / "default.toml")
-    assert cfg.model == "lite0-128" and cfg.correction_prob > 0 and cfg.iterative_prob > 0 and cfg.composite_prob > 0
+    assert cfg.model == "lite0-64" and cfg.correction_prob > 0 and cfg.iterative_prob > 0 and cfg.composite_prob > 0
     assert isinstance(cfg.protocol, dict) and sum(cfg.protocol.values()) == pytest.approx(1.0)
+    teacher = load_config(CONFIGS / "lite0-2026.toml")
+    assert (cfg.teacher, teacher.model, teacher.teacher) == ("lite0-2026", "lite0-128", None)
+    same = ("loss", "protocol", "datasets", "correction_prob", "iterative_prob", "composite_prob", "window_jitter")
+    assert all(getattr(cfg, k) == getattr(teacher, k) for k in same)  # the student learns the teacher's recipe
     old = load_config(CONFIGS / "tiny-2025.toml")
     assert (old.model, old.loss, old.lr, old.epochs, old.patience) == ("tiny16-128", "bce-dice-bound", 1e-3, 50, 5)
     assert old.spec["extras"] == ("pos", "neg", "prev") and old.correction_prob > 0
