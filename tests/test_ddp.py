@@ -38,7 +38,9 @@ def _torchrun(out: Path, config: str, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_two_ranks_train_the_object_family_with_its_pretrained_encoder(tmp_path, data_root):
     out = tmp_path / "ddp-lite0"
-    _torchrun(out, "default.toml", "--set", 'datasets=[{dataset = "coco-mini", split = "train"}]')
+    _torchrun(
+        out, "lite0-2026.toml", "--set", 'datasets=[{dataset = "coco-mini", split = "train"}]'
+    )  # no teacher: the ImageNet read
     assert load_checkpoint(out / LAST).provenance["pretrained_encoder"]["sha256"]
 
 
