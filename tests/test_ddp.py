@@ -46,6 +46,16 @@ def test_two_ranks_train_the_object_family_with_its_pretrained_encoder(tmp_path,
 
 @pytest.mark.data
 @pytest.mark.slow
+def test_two_ranks_train_the_shipped_recipe_distilled_from_its_teacher(tmp_path, data_root):
+    out = tmp_path / "ddp-student"
+    _torchrun(out, "default.toml", "--set", 'datasets=[{dataset = "coco-mini", split = "train"}]')
+    provenance = load_checkpoint(out / LAST).provenance
+    assert provenance["pretrained_encoder"]["teacher"] == "lite0-2026"
+    assert (provenance["world_size"], provenance["config"]["model"]) == (2, "lite0-64")
+
+
+@pytest.mark.data
+@pytest.mark.slow
 def test_two_ranks_agree_and_train(tmp_path, data_root):
     out = tmp_path / "ddp"
     hashes = _torchrun(out, "tiny16-32_bce-dice.toml")
