@@ -77,11 +77,39 @@ def test_default_config_loads_and_the_previous_defaults_stay_reproducible():
     assert isinstance(cfg.protocol, dict) and sum(cfg.protocol.values()) == pytest.approx(1.0)
     teacher = load_config(CONFIGS / "lite0-2026.toml")
     assert (cfg.teacher, teacher.model, teacher.teacher) == ("lite0-2026", "lite0-128", None)
-    same = ("loss", "protocol", "datasets", "correction_prob", "iterative_prob", "composite_prob", "window_jitter")
-    assert all(getattr(cfg, k) == getattr(teacher, k) for k in same)  # the student learns the teacher's recipe
+    own = {"name", "model", "schedule", "epochs", "patience", "teacher"}  # what default.toml sets over its base
+    differ = {k for k, v in cfg.to_dict().items() if v != teacher.to_dict()[k]}
+    assert differ == own  # the student learns the teacher's recipe, the rest inherited through `base`
     old = load_config(CONFIGS / "tiny-2025.toml")
     assert (old.model, old.loss, old.lr, old.epochs, old.patience) == ("tiny16-128", "bce-dice-bound", 1e-3, 50, 5)
     assert old.spec["extras"] == ("pos", "neg", "prev") and old.correction_prob > 0
+
+
+def test_a_config_inherits_its_base_and_replaces_what_it_sets(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "root.toml").write_text(
+        'name = "root"\nlr = 5e-4\nepochs = 7\nprotocol = {lasso = 0.5, clicks = 0.5}\n'
+    )
+    (tmp_path / "mid.toml").write_text('base = "recipes/root.toml"\nepochs = 9\n')
+    (tmp_path / "leaf.toml").write_text('base = "mid.toml"\nprotocol = {scribble = 1.0}\n')
+    cfg = load_config(tmp_path / "leaf.toml", sets=["lr=1e-4"])
+    assert (cfg.name, cfg.epochs, cfg.protocol, cfg.lr) == ("leaf", 9, {"scribble": 1.0}, 1e-4)  # tables replaced whole
+    assert load_config(tmp_path / "mid.toml").protocol == {"lasso": 0.5, "clicks": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("files", "error", "match"),
+    [
+        ({"a.toml": 'base = "b.toml"', "b.toml": 'base = "a.toml"'}, ValueError, "cycle: a.toml -> b.toml -> a.toml"),
+        ({"a.toml": 'base = "gone.toml"'}, FileNotFoundError, "no such config file: .*gone.toml"),
+        ({"a.toml": "base = 3"}, ValueError, "'base' must be a config file path"),
+    ],
+)
+def test_a_bad_base_is_a_clear_error(tmp_path, files, error, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + "\n")
+    with pytest.raises(error, match=match):
+        load_config(tmp_path / "a.toml")
 
 
 def test_set_and_named_overrides_win():

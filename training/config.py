@@ -3,7 +3,10 @@
 A config is plain data (it is stored in each checkpoint's provenance), so it is
 a flat dataclass of TOML-compatible values. ``--set key=value`` parses ``value``
 as a TOML value (``--set spec.extras='["pos","grad"]'``); dotted keys reach into
-the ``spec`` overrides and ``protocol`` mixture tables.
+the ``spec`` overrides and ``protocol`` mixture tables. A file may name another as its
+``base`` (a path relative to it): the base's values apply first and every key the file
+sets replaces the base's whole (tables and arrays too), so a variant states only how it
+differs from the recipe it builds on.
 """
 
 from __future__ import annotations
@@ -270,6 +273,33 @@ def make_config(values: dict[str, Any]) -> TrainConfig:
     return _check(TrainConfig(**{k: _coerce(k, v) for k, v in values.items()}))
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    """One TOML file's own values; a clear error for a missing or malformed file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such config file: {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def _read_file(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``path``'s values over those of its ``base`` chain (each base relative to the file naming it)."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(p.name for p in (*seen, path))
+        raise ValueError(f"config 'base' files form a cycle: {chain}")
+    own = _read_toml(path)
+    base = own.pop("base", None)
+    if base is None:
+        return own
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: 'base' must be a config file path (a string), got {base!r}")
+    inherited = _read_file(path.parent / base, (*seen, path))
+    inherited.pop("name", None)  # a name belongs to its own file
+    return inherited | own
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None, sets: list[str] = ()
 ) -> TrainConfig:
@@ -281,12 +311,7 @@ def load_config(
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such config file: {path}")
-        try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path} is not valid TOML: {exc}") from exc
+        values = _read_file(path)
         values.setdefault("name", path.stem)
     values |= {k: v for k, v in (overrides or {}).items() if v is not None}
     for assignment in sets:
