@@ -16,6 +16,7 @@ from napari.utils import progress
 from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
 from napari_segmentello._sample_data import make_sample_data
+from napari_segmentello._qt import controller
 from napari_segmentello._qt.pickers import LOAD_CHECKPOINT, available_devices
 from napari_segmentello._widget import SegmentelloWidget
 from napari_segmentello.checkpoint import save_checkpoint
@@ -167,6 +168,22 @@ def test_live_refine_follows_painting(setup, qtbot, sample):
     assert model.calls == 2
 
 
+def test_a_quick_refine_shows_no_busy_bar(setup, qtbot, sample, monkeypatch):
+    image, strokes, _ = sample
+    viewer, widget = setup(image, strokes, model=BrightStandIn())
+    bars, init = [], progress.__init__
+
+    def spy(self, *args, **kwargs):
+        bars.append(kwargs.get("desc"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(progress, "__init__", spy)
+    monkeypatch.setattr(controller, "BUSY_BAR_MS", 1000)  # margin for a busy CI machine; the stand-in takes ms
+    run_refine(qtbot, widget)
+    qtbot.wait(1200)  # past the bar's delay: a job that ended before it never shows one
+    assert "coins refined" in viewer.layers and bars == []
+
+
 def test_closing_stops_the_worker_and_writes_nothing(setup, qtbot, sample):
     image, strokes, _ = sample
     gate = threading.Event()
@@ -176,7 +193,8 @@ def test_closing_stops_the_worker_and_writes_nothing(setup, qtbot, sample):
     assert widget.busy and not widget.prompting.refine_button.isEnabled()
     worker = widget.worker
     assert model.entered.wait(10)  # past the worker's last yield: only quit() can stop the write
-    assert any(bar.desc == "Segmentello: refining 3 objects" for bar in progress._all_instances)
+    shown = lambda: any(bar.desc == "Segmentello: refining 3 objects" for bar in progress._all_instances)  # noqa: E731
+    qtbot.waitUntil(shown, timeout=WAIT_MS)  # a job still running after BUSY_BAR_MS gets its busy bar
     viewer.window.remove_dock_widget(widget)  # napari's close button does this
     assert worker.abort_requested
     gate.set()

@@ -15,7 +15,7 @@ from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Signal
+from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -32,6 +32,7 @@ from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.pickers import ModelPicker, available_devices, message
 from napari_segmentello.finetune import FinetuneCancelled
 
+BUSY_BAR_MS = 300  # a job still running after this long gets a busy bar; a quicker one would only flicker it
 ERASE_ID = 255  # stroke label reserved for "not this": the top uint8 value, clear of the ids 1, 2, 3… of objects
 _HINTS = {
     "image layer": "open an image (or File → Open Sample → Segmentello) and pick it",
@@ -58,6 +59,10 @@ class Controller(QWidget):
         self._stop = threading.Event()
         self._pbar: progress | None = None
         self._pbar_desc = ""
+        self._busy_desc: str | None = None
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.timeout.connect(self._show_busy_bar)
         self._closed = False
         self._docked = False
 
@@ -172,11 +177,22 @@ class Controller(QWidget):
         """(model, device, threshold) as picked: the arguments of a :class:`~napari_segmentello.engine.Refiner`."""
         return self.model_combo.currentData(), self.device_combo.currentText(), self.threshold_spin.value()
 
-    def run(self, job: Callable, *args: Any, _connect: dict, stoppable: bool = False, **kwargs: Any) -> None:
+    def run(
+        self,
+        job: Callable,
+        *args: Any,
+        _connect: dict,
+        stoppable: bool = False,
+        busy: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Start ``job`` in a worker thread, with the action buttons off until it ends.
 
         A ``stoppable`` job gets ``report(done, total, note)`` for the progress bar and
-        ``stop``, an event of its own that Stop and closing the widget set.
+        ``stop``, an event of its own that Stop and closing the widget set. With ``busy`` (a
+        description) a job still running after ``BUSY_BAR_MS`` shows a busy bar: a refine that
+        ends sooner never animates one, which took about 20 ms of the two cores from a
+        three-object refine of the coins sample (``benchmarks.widget_roundtrip``).
         """
         self._stop = threading.Event()
         if stoppable:
@@ -190,7 +206,14 @@ class Controller(QWidget):
         )
         self.state_changed.emit()
         self.stop_button.setEnabled(stoppable)
+        self._busy_desc = busy
+        if busy is not None:
+            self._busy_timer.start(BUSY_BAR_MS)
         self.worker.start()
+
+    def _show_busy_bar(self) -> None:
+        if self.worker is not None and self._pbar is None and self._busy_desc is not None:
+            self.progress_bar(self._busy_desc)
 
     def progress_bar(self, desc: str) -> None:
         """A napari progress bar (activity dock) that the job's reports move; closed when the job ends."""
@@ -214,6 +237,7 @@ class Controller(QWidget):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._busy_timer.stop()
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

@@ -109,7 +109,7 @@ class PromptPanel(QWidget):
             *c.model_args(),
             ql.image_data(image)[index],  # H×W or H×W×C; dask/zarr stay lazy
             drawn,
-            _progress={"total": 0, "desc": f"Segmentello: refining {n_objects} objects"} if n_objects > 1 else None,
+            busy=f"Segmentello: refining {n_objects} objects" if n_objects > 1 else None,
             _connect={"returned": lambda out: self._write(image, strokes, index, out)},
         )
 
