@@ -358,11 +358,74 @@ def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
         ({"min_confidence": -0.1}, "min_confidence"),
         ({"carry": 0.5}, "carry"),
         ({"carry": -0.1}, "carry"),
+        ({"adapt": -1.0}, "adapt"),
+        ({"adapt": float("nan")}, "adapt"),
     ],
 )
 def test_bad_settings_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         propagate(np.zeros((3, *SHAPE)), _disc((32, 40), 3), 1, refiner=ComponentRefiner(), **kwargs)
+
+
+def test_adapting_needs_a_refiner_with_a_model():
+    with pytest.raises(ValueError, match="adapt needs a refiner with a model"):
+        propagate(_indexed(3), _disc((32, 40), 5), 1, refiner=ComponentRefiner(), adapt=1.0)
+
+
+class _Everywhere(torch.nn.Module):
+    """A 'finetuned' model that claims every pixel of its window: its planes are easy to tell apart."""
+
+    def __init__(self, spec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[2:]), 10.0) + 0 * self.weight
+
+
+def test_the_adapted_copy_walks_the_stack_trained_on_the_start_plane(monkeypatch):
+    """``adapt``: the start plane and its mask go to ``finetune.adapt``, whose model then refines every other plane."""
+    from napari_segmentello import propagate as module
+    from napari_segmentello.finetune import Adapted
+
+    source = build_model("tiny16-32", working_size=64)
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    seen = {}
+
+    def fake_adapt(pairs, *, model, minutes, device, should_stop):
+        seen.update(pairs=pairs, model=model, minutes=minutes, stopped=should_stop())
+        return Adapted(_Everywhere(model.spec), "m", {}, False, None, {}, [0.0])
+
+    monkeypatch.setattr(module, "finetuned", fake_adapt)
+    stack = np.stack([np.random.default_rng(z).random(SHAPE).astype(np.float32) for z in range(3)])
+    start = _disc((32, 40), 8)
+    out = propagate(stack, start, 1, refiner=Refiner(source, "cpu"), refine_start=False, adapt=6.0)
+    ((plane, mask),) = seen["pairs"]
+    np.testing.assert_array_equal(plane, stack[1])
+    np.testing.assert_array_equal(mask, start.astype(np.uint8))
+    assert seen["model"] is source and seen["minutes"] == pytest.approx(0.1) and seen["stopped"] is False
+    window = roi_from_stroke(start, margin=source.spec.roi_margin).clipped(SHAPE)
+    assert out[0].sum() > 2 * start.sum() and out[2].sum() > 2 * start.sum()  # the adapted model's answers
+    assert out[0][window[0], window[1]].all()
+    assert all(torch.equal(v, before[k]) for k, v in source.state_dict().items())  # the caller's model untouched
+
+
+def test_a_stop_during_adaptation_ends_the_walk():
+    """Each adaptation step first reports progress, so a user's Stop raised there ends the walk."""
+    torch.manual_seed(0)
+    refiner = Refiner(build_model("tiny16-32", working_size=64), "cpu")
+    stack = np.stack([np.random.default_rng(z).random(SHAPE).astype(np.float32) for z in range(3)])
+    calls = []
+
+    def stop(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) > 2:
+            raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        propagate(stack, _disc((32, 40), 8), 1, refiner=refiner, refine_start=False, adapt=60.0, progress=stop)
+    assert calls == [1, 1, 1]  # the start plane, then two adaptation steps; no plane after it
 
 
 # ------------------------------------------------------------------ clicks

@@ -525,3 +525,26 @@ def test_finetune_errors_are_notifications(setup, qtbot, sample, tmp_path, notes
     qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
     assert any("the picked labels layers are empty" in m for m in notes())
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_propagate_adapts_each_object_for_the_seconds_set(setup, qtbot, sample, monkeypatch):
+    """The "adapt to this plane" box reaches propagate() for every object (0, "off", by default)."""
+    from napari_segmentello._qt import stack as qt_stack
+
+    image, strokes, _ = sample
+    stack, _ = moving_stack(image, image, n=3, blank=())
+    labels = np.zeros(stack.shape, strokes.dtype)
+    labels[1] = np.where(np.isin(strokes, (1, 2)), strokes, 0)
+    viewer, widget = setup(stack, labels)
+    viewer.dims.set_current_step(0, 1)
+    asked = []
+    monkeypatch.setattr(
+        qt_stack, "propagate", lambda *a, **k: (asked.append(k["adapt"]), np.zeros(stack.shape[:3], bool))[1]
+    )
+    assert widget.stack.adapt_spin.value() == 0 and widget.stack.adapt_spin.text() == "off"
+    for seconds, expected in ((0, [0.0, 0.0]), (12, [12.0, 12.0])):
+        asked.clear()
+        widget.stack.adapt_spin.setValue(seconds)
+        widget.stack.propagate_button.click()
+        qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
+        assert asked == expected

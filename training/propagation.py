@@ -85,7 +85,13 @@ def first_below(ious: list[float], start: int, level: float = 0.5) -> dict[str, 
 
 
 def run_start(
-    refiner: Refiner, frames: np.ndarray, masks: np.ndarray, start: int, rng: np.random.Generator, carry: float = 0.0
+    refiner: Refiner,
+    frames: np.ndarray,
+    masks: np.ndarray,
+    start: int,
+    rng: np.random.Generator,
+    carry: float = 0.0,
+    adapt: float = 0.0,
 ) -> dict[str, Any]:
     """Every method from frame ``start``: per-frame J, J-mean, first drop under 0.5, and propagation time."""
     stroke = HUMAN_STROKE(masks[start], rng)
@@ -96,7 +102,9 @@ def run_start(
             pred = np.broadcast_to(masks[start], masks.shape)
         else:
             prompt = stroke if method == "stroke" else masks[start]
-            pred = propagate(frames, prompt, start, refiner=refiner, carry=carry, refine_start=method == "stroke")
+            pred = propagate(
+                frames, prompt, start, refiner=refiner, carry=carry, adapt=adapt, refine_start=method == "stroke"
+            )
         seconds = time.perf_counter() - began
         ious = [iou(gt, p) for gt, p in zip(masks, pred, strict=True)]
         out[method] = {
@@ -138,6 +146,17 @@ def _drop(first: dict[str, int | None]) -> str:
     return " ".join(cells) or "never"
 
 
+def _adapted(results: dict[str, Any]) -> str:
+    """The adaptation sentence of the table's note ('' when off)."""
+    seconds = results.get("adapt", 0.0)
+    if not seconds:
+        return ""
+    return (
+        f"Both propagation rows adapt a copy of the model to the start frame's mask for {seconds:g} s first "
+        "(`propagate(..., adapt=...)`, `finetune.adapt`). "
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The README table: J-mean per sequence and start, the references, and where J first drops under 0.5."""
     headers = [
@@ -159,8 +178,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"J = per-frame IoU, J-mean over all frames (start frame included). `stroke`: propagation from one simulated "
         f"human stroke (`{results['stroke']}`, seed {results['seed']}); `gt-start`: from the start frame's true mask; "
         f"`copy`: that mask on every frame (no motion). J<0.5: first frame (index) where the stroke run drops under "
-        f"0.5, ← before / → after the start. Carried-mask weight {results['carry']:g}. Propagation took {ms:.0f} ms "
-        f"per frame (median over runs, {results['device']}).",
+        f"0.5, ← before / → after the start. Carried-mask weight {results['carry']:g}. {_adapted(results)}"
+        f"Propagation took {ms:.0f} ms per frame (median over runs, {results['device']}"
+        f"{', the adaptation included' if results.get('adapt') else ''}).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -173,6 +193,7 @@ def evaluate(
     out: Path,
     span: slice = slice(None),
     carry: float = 0.0,
+    adapt: float = 0.0,
 ) -> dict[str, Any]:
     """Every sequence (the ``span`` of its frames) and start; the strip of each sequence's first-frame stroke run."""
     sequences, strips, times = {}, {}, []
@@ -181,7 +202,8 @@ def evaluate(
         seq: dict[str, Any] = {"frames": len(frames)}
         for where in STARTS:
             start = start_frame(masks, where)
-            seq[where] = run_start(refiner, frames, masks, start, np.random.default_rng([seed, i, start]), carry)
+            rng = np.random.default_rng([seed, i, start])
+            seq[where] = run_start(refiner, frames, masks, start, rng, carry, adapt)
             times += [seq[where][m]["ms_per_frame"] for m in METHODS[:2]]
         strips[name] = {"frames": frames, "gt": masks, "pred": seq["first"].pop("masks")}
         seq["middle"].pop("masks")
@@ -204,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="only the first N frames of each sequence (quick runs, tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--carry", type=float, default=0.0, help="propagate()'s carried-mask weight (default 0: off)")
+    p.add_argument(
+        "--adapt", type=float, default=0.0, help="seconds propagate() adapts the model to the start frame (default 0)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--out", type=Path, default=Path("runs/propagation"), help="output folder")
     return p
@@ -215,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         names = args.sequences.split(",") if args.sequences else sequence_names(args.data_root)
         refiner = Refiner(args.model, device=args.device)
         args.out.mkdir(parents=True, exist_ok=True)
-        found = evaluate(refiner, names, args.data_root, args.seed, args.out, slice(args.frames), args.carry)
+        span = slice(args.frames)
+        found = evaluate(refiner, names, args.data_root, args.seed, args.out, span, args.carry, args.adapt)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -225,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(refiner.device),
         "seed": args.seed,
         "carry": args.carry,
+        "adapt": args.adapt,
         "stroke": f"strokes.{HUMAN_STROKE.__name__}",
         **found,
     }

@@ -32,7 +32,7 @@ from napari_segmentello.models import ModelSpec, build_model
 from napari_segmentello.samples import make_sample
 from napari_segmentello.strokes import PROTOCOLS
 
-__all__ = ["FinetuneCancelled", "ObjectSet", "collect_objects", "finetune", "make_batch"]
+__all__ = ["Adapted", "FinetuneCancelled", "ObjectSet", "adapt", "collect_objects", "finetune", "make_batch"]
 
 MIN_AREA = 16  # px: smaller labels are brush slips, not objects (training itself skips < 64)
 FALLBACK_CORRECTION_PROB = 0.25  # share of correction rounds when the source does not record its own
@@ -170,11 +170,23 @@ def _check_settings(minutes: float, batch_size: int, lr: float) -> None:
         raise ValueError(f"lr must be a positive number, got {lr!r}")
 
 
-def finetune(
+@dataclass
+class Adapted:
+    """A finetuned copy of a model, still in memory, with what it came from and how it was trained."""
+
+    net: nn.Module
+    source: str
+    provenance: dict[str, Any]  # the source checkpoint's
+    half: bool  # the source file stores float16
+    objects: ObjectSet
+    record: dict[str, Any]  # the training choices, as a checkpoint's "finetune" entry
+    losses: list[float]
+
+
+def adapt(
     pairs: Sequence[tuple[Any, Any]],
     *,
     model: ModelLike = "default",
-    out: str | os.PathLike,
     minutes: float = 2.0,
     device: str = "auto",
     protocol: str | dict[str, float] | None = None,
@@ -183,16 +195,11 @@ def finetune(
     lr: float = 1e-4,
     progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Path:
-    """Finetune ``model`` on ``(image, labels)`` pairs for ``minutes`` of wall-clock time; returns ``out``.
+) -> Adapted:
+    """A copy of ``model`` finetuned in memory on ``(image, labels)`` pairs for ``minutes``; ``model`` is untouched.
 
-    ``pairs``: 2D images (H×W or H×W×C) with integer labels (H×W, each nonzero id one
-    object), or stacks (Z×H×W[×C] with Z×H×W labels) whose labelled planes each count
-    as an image. ``protocol`` defaults to the one the source model was trained with
-    (all protocols equally if unrecorded). ``progress(step, total_steps_estimate, loss)``
-    follows each step; ``should_stop()`` is asked before each step, and a True answer
-    raises :class:`FinetuneCancelled` without writing anything. At least one step is
-    always taken. The checkpoint keeps the source's precision (float16 if it was stored so).
+    What :func:`finetune` trains before saving, and what :func:`propagate.propagate` uses to adapt
+    the model to the start plane of a stack; arguments as :func:`finetune`'s.
     """
     _check_settings(minutes, batch_size, lr)
     data = collect_objects(pairs)
@@ -224,6 +231,7 @@ def finetune(
         if progress is not None:
             elapsed = time.monotonic() - start
             progress(step + 1, max(step + 1, round((step + 1) * budget / max(elapsed, 1e-9))), losses[-1])
+    net.eval()
     record = {
         "protocol": protocol,
         "loss": loss_name,
@@ -232,18 +240,58 @@ def finetune(
         "batch_size": batch_size,
         "seed": seed,
     }
+    return Adapted(net, source, provenance, half, data, record, losses)
+
+
+def finetune(
+    pairs: Sequence[tuple[Any, Any]],
+    *,
+    model: ModelLike = "default",
+    out: str | os.PathLike,
+    minutes: float = 2.0,
+    device: str = "auto",
+    protocol: str | dict[str, float] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    lr: float = 1e-4,
+    progress: Callable[[int, int, float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Finetune ``model`` on ``(image, labels)`` pairs for ``minutes`` of wall-clock time; returns ``out``.
+
+    ``pairs``: 2D images (H×W or H×W×C) with integer labels (H×W, each nonzero id one
+    object), or stacks (Z×H×W[×C] with Z×H×W labels) whose labelled planes each count
+    as an image. ``protocol`` defaults to the one the source model was trained with
+    (all protocols equally if unrecorded). ``progress(step, total_steps_estimate, loss)``
+    follows each step; ``should_stop()`` is asked before each step, and a True answer
+    raises :class:`FinetuneCancelled` without writing anything. At least one step is
+    always taken. The checkpoint keeps the source's precision (float16 if it was stored so).
+    """
+    done = adapt(
+        pairs,
+        model=model,
+        minutes=minutes,
+        device=device,
+        protocol=protocol,
+        seed=seed,
+        batch_size=batch_size,
+        lr=lr,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    data = done.objects
     return save_checkpoint(
         out,
-        net,
+        done.net,
         provenance={
-            "finetuned_from": source,
+            "finetuned_from": done.source,
             "objects": len(data),
             "minutes": minutes,
-            "steps": len(losses),
+            "steps": len(done.losses),
             "data": f"user labels ({len(data)} objects on {len(data.planes)} planes)",
-            "finetune": record,
-            "source_provenance": provenance,
+            "finetune": done.record,
+            "source_provenance": done.provenance,
         },
-        metrics={"train_loss": float(np.mean(losses[-LOSS_WINDOW:]))},
-        half=half,
+        metrics={"train_loss": float(np.mean(done.losses[-LOSS_WINDOW:]))},
+        half=done.half,
     )

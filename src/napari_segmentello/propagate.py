@@ -8,7 +8,10 @@ object where its edge moves) and, when the model takes one, the mask itself is t
 each answer keeps the carried mask with that weight (``(1 - carry)·p + carry·mask > threshold``):
 the network may drop a carried pixel or add one only where it is sure. That holds a trusted
 start mask against drift, and equally the errors of a start refined from a stroke, so it is
-off by default (the README's propagation section has both figures). A direction stops
+off by default (the README's propagation section has both figures). With ``adapt`` seconds the
+model is first finetuned, a copy in memory, on the start plane's mask (one-shot, as OSVOS adapts
+to a video's first frame): it learns this object against this background before it walks, which
+holds it on the object where the generic model drifts to its neighbours. A direction stops
 at the first plane where the model is not confident of what it found — an empty plane,
 or an object that vanished or was occluded — so nothing spills into planes without it.
 The leading axis may be z or t alike.
@@ -26,6 +29,8 @@ from skimage.registration import optical_flow_ilk
 from skimage.transform import resize
 
 from napari_segmentello.engine import ModelLike, Refiner
+from napari_segmentello.finetune import adapt as finetuned
+from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import block_mean, stroke_bbox
 from napari_segmentello.seeds import EROSION, seed_from_mask
 
@@ -120,7 +125,9 @@ def _stack_shape(image: Any, stroke: np.ndarray) -> int:
     return shape[0]
 
 
-def _check_settings(erosion: float, min_confidence: float, carry: float) -> None:
+def _check_settings(erosion: float, min_confidence: float, carry: float, adapt: float) -> None:
+    if not (math.isfinite(adapt) and adapt >= 0):
+        raise ValueError(f"adapt must be a number of seconds >= 0 (0: no adaptation), got {adapt!r}")
     if not 0.0 <= carry < 0.5:
         raise ValueError(
             f"carry must be in [0, 0.5) (the carried mask's weight; from 0.5 on the model could never drop a "
@@ -150,6 +157,20 @@ def _refined(
     return prob, kept > refiner.threshold
 
 
+def _adapted(refiner: PlaneRefiner, plane: np.ndarray, mask: np.ndarray, seconds: float, tick: Callable) -> Refiner:
+    """A refiner running a copy of ``refiner``'s model finetuned on ``plane`` and its ``mask`` for ``seconds``.
+
+    ``tick()`` runs before each step, so a progress callback that raises (a user's Stop) ends it.
+    """
+    model = getattr(refiner, "model", None)
+    if model is None:
+        raise ValueError("adapt needs a refiner with a model to finetune (a Refiner); this one has no .model")
+    device = str(getattr(refiner, "device", "auto"))
+    pairs = [(plane, mask.astype(np.uint8))]
+    done = finetuned(pairs, model=model, minutes=seconds / 60, device=device, should_stop=lambda: bool(tick()))
+    return Refiner(folded_for_inference(done.net), device, refiner.threshold)
+
+
 def propagate(
     image: Any,
     stroke: Any,
@@ -164,6 +185,7 @@ def propagate(
     carry: float = 0.0,
     refine_start: bool = True,
     rough: bool = False,
+    adapt: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Bool (Z, H, W) masks of the object under ``stroke`` (a 2D mask on plane ``index``) through the stack.
@@ -179,15 +201,18 @@ def propagate(
     beyond stay False. ``refiner`` (see :class:`PlaneRefiner`) replaces
     ``model``/``device``/``threshold``. With ``refine_start=False`` the stroke is taken
     as plane ``index``'s finished mask (an existing label to carry on), with ``rough`` as a rough mask of the
-    object there (refined as :meth:`Refiner.predict_proba` refines a ``prior`` alone). ``progress(done, total)``
-    is called after each plane is decided (planes beyond a stop count as decided), ending at ``(Z, Z)``;
-    an exception it raises (a user's Stop) ends the walk.
+    object there (refined as :meth:`Refiner.predict_proba` refines a ``prior`` alone). With ``adapt`` > 0 a
+    copy of the model is finetuned for that many seconds on plane ``index`` and its mask
+    (:func:`finetune.adapt`) and walks the stack in its place (``refiner`` needs a ``model`` then, as
+    :class:`Refiner` has). ``progress(done, total)`` is called after each plane is decided (planes beyond a
+    stop count as decided) and after each adaptation step, ending at ``(Z, Z)``; an exception it raises (a
+    user's Stop) ends the walk.
     """
     stroke = np.asarray(stroke)
     n = _stack_shape(image, stroke)
     if isinstance(index, bool) or not isinstance(index, int | np.integer) or not 0 <= index < n:
         raise ValueError(f"index must be a plane number in [0, {n - 1}], got {index!r}")
-    _check_settings(erosion, min_confidence, carry)
+    _check_settings(erosion, min_confidence, carry, adapt)
     if refiner is None:
         refiner = Refiner(model, device, threshold)
     index = int(index)
@@ -208,6 +233,8 @@ def propagate(
     else:
         out[index] = stroke != 0
     decided(1)
+    if adapt > 0 and out[index].any():
+        refiner = _adapted(refiner, start, out[index], adapt, lambda: decided(0))
     for step in (1, -1):
         end = n if step == 1 else -1
         before, previous, k = start, out[index], index + step

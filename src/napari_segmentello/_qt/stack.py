@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.controller import Controller, Stopped
@@ -29,12 +29,14 @@ def propagate_job(
     at: int,
     *,
     rough: bool,
+    adapt: float = 0.0,
     report: Callable,
     stop: Any,
 ) -> Refined:
     """Every object on the displayed plane propagated through ``volume`` (Z, H, W[, C]); ties go to the lower id.
 
-    With ``rough`` each object's paint is a rough mask of it (see :func:`propagate`).
+    With ``rough`` each object's paint is a rough mask of it; with ``adapt`` seconds the model is adapted
+    to each object's start plane first (see :func:`propagate`).
     """
     refiner = Refiner(model, device, threshold)
     ids = sorted(set(np.unique(objects[objects != 0]).tolist()))
@@ -46,9 +48,16 @@ def propagate_job(
                 raise Stopped
             report(n * total + done, len(ids) * total, "")
 
-        mask = propagate(volume, objects == k, at, refiner=refiner, rough=rough, progress=step)
+        mask = propagate(volume, objects == k, at, refiner=refiner, rough=rough, adapt=adapt, progress=step)
         out[mask & (out == 0)] = k
     return Refined(out, set(ids), ())
+
+
+ADAPT_TIP = (
+    "seconds spent, per object, finetuning a copy of the model on this plane's result before following it "
+    "(off: the model as it is). It learns this object against this background and drifts less: on five "
+    "DAVIS-2016 videos 30 s raised J from one stroke from 0.59 to 0.67 (README, Propagation)"
+)
 
 
 class StackPanel(QWidget):
@@ -59,8 +68,17 @@ class StackPanel(QWidget):
         self.controller = controller
         self.propagate_button = QPushButton("Propagate through stack")
         self.propagate_button.setToolTip("refine this plane's strokes, then follow each object up and down the stack")
+        self.adapt_spin = QSpinBox()
+        self.adapt_spin.setRange(0, 600)
+        self.adapt_spin.setSuffix(" s")
+        self.adapt_spin.setSpecialValueText("off")
+        self.adapt_spin.setToolTip(ADAPT_TIP)
+        adapt_row = QHBoxLayout()
+        adapt_row.addWidget(QLabel("adapt to this plane"))
+        adapt_row.addWidget(self.adapt_spin, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(adapt_row)
         layout.addWidget(self.propagate_button)
         self.propagate_button.clicked.connect(self.propagate)
         controller.state_changed.connect(self._update_button)
@@ -105,6 +123,7 @@ class StackPanel(QWidget):
             objects,
             at,
             rough=c.rough_checkbox.isChecked(),
+            adapt=float(self.adapt_spin.value()),
             _connect={"returned": lambda out: self._write_stack(image, strokes, stack, axis, out)},
             stoppable=True,
         )
