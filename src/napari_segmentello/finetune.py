@@ -198,8 +198,11 @@ def adapt(
 ) -> Adapted:
     """A copy of ``model`` finetuned in memory on ``(image, labels)`` pairs for ``minutes``; ``model`` is untouched.
 
-    What :func:`finetune` trains before saving, and what :func:`propagate.propagate` uses to adapt
-    the model to the start plane of a stack; arguments as :func:`finetune`'s.
+    What :func:`finetune` trains before saving, and how :func:`propagate.propagate` adapts the model
+    to a stack's start plane. ``protocol`` defaults to the one the source model was trained with
+    (all protocols equally if unrecorded); ``progress(step, total_steps_estimate, loss)`` follows
+    each step and ``should_stop()`` comes before each, a True answer raising :class:`FinetuneCancelled`.
+    At least one step is always taken.
     """
     _check_settings(minutes, batch_size, lr)
     data = collect_objects(pairs)
@@ -246,39 +249,23 @@ def adapt(
 def finetune(
     pairs: Sequence[tuple[Any, Any]],
     *,
-    model: ModelLike = "default",
     out: str | os.PathLike,
+    model: ModelLike = "default",
     minutes: float = 2.0,
-    device: str = "auto",
-    protocol: str | dict[str, float] | None = None,
-    seed: int = 0,
-    batch_size: int = 8,
-    lr: float = 1e-4,
-    progress: Callable[[int, int, float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    **settings: Any,
 ) -> Path:
     """Finetune ``model`` on ``(image, labels)`` pairs for ``minutes`` of wall-clock time; returns ``out``.
 
     ``pairs``: 2D images (H×W or H×W×C) with integer labels (H×W, each nonzero id one
     object), or stacks (Z×H×W[×C] with Z×H×W labels) whose labelled planes each count
-    as an image. ``protocol`` defaults to the one the source model was trained with
-    (all protocols equally if unrecorded). ``progress(step, total_steps_estimate, loss)``
-    follows each step; ``should_stop()`` is asked before each step, and a True answer
-    raises :class:`FinetuneCancelled` without writing anything. At least one step is
-    always taken. The checkpoint keeps the source's precision (float16 if it was stored so).
+    as an image. ``settings`` are :func:`adapt`'s: ``device``, ``protocol`` (default: the one
+    the source model was trained with, all protocols equally if unrecorded), ``seed``,
+    ``batch_size``, ``lr``, ``progress(step, total_steps_estimate, loss)`` after each step and
+    ``should_stop()`` before each, a True answer raising :class:`FinetuneCancelled` without
+    writing anything. At least one step is always taken. The checkpoint keeps the source's
+    precision (float16 if it was stored so).
     """
-    done = adapt(
-        pairs,
-        model=model,
-        minutes=minutes,
-        device=device,
-        protocol=protocol,
-        seed=seed,
-        batch_size=batch_size,
-        lr=lr,
-        progress=progress,
-        should_stop=should_stop,
-    )
+    done = adapt(pairs, model=model, minutes=minutes, **settings)
     data = done.objects
     return save_checkpoint(
         out,
