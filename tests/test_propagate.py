@@ -638,8 +638,13 @@ def test_the_evaluation_writes_its_table_json_and_strip(data_root, tmp_path):
     assert seq["frames"] == 4 and seq["first"]["start"] == 0 and seq["middle"]["start"] == 2
     assert seq["first"]["copy"]["j"][0] == 1.0 and seq["first"]["gt-start"]["j"][0] == 1.0
     assert (tmp_path / "strip.png").stat().st_size > 0 and "| dog | 4 |" in (tmp_path / "results.md").read_text()
-    assert results["carry"] == 0.0
+    assert results["carry"] == 0.0 and results["adapt"] == 0.0
+    assert "adapt a copy" not in (tmp_path / "results.md").read_text()
     assert propagation_main([*args, "--data-root", str(data_root), "--carry", "0.7"]) == 2  # a clear error, not a crash
+    assert propagation_main([*args, "--data-root", str(data_root), "--adapt", "-1"]) == 2
+    assert propagation_main([*args, "--data-root", str(data_root), "--adapt", "0.2"]) == 0
+    assert json.loads((tmp_path / "results.json").read_text())["adapt"] == 0.2
+    assert "adapt a copy of the model to the start frame's mask for 0.2 s" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.data
