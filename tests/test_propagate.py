@@ -360,6 +360,7 @@ def test_bad_input_is_a_value_error(image_shape, stroke_shape, index, match):
         ({"carry": -0.1}, "carry"),
         ({"adapt": -1.0}, "adapt"),
         ({"adapt": float("nan")}, "adapt"),
+        ({"adapt": "30"}, "adapt"),
     ],
 )
 def test_bad_settings_are_value_errors(kwargs, match):
@@ -409,6 +410,18 @@ def test_the_adapted_copy_walks_the_stack_trained_on_the_start_plane(monkeypatch
     assert out[0].sum() > 2 * start.sum() and out[2].sum() > 2 * start.sum()  # the adapted model's answers
     assert out[0][window[0], window[1]].all()
     assert all(torch.equal(v, before[k]) for k, v in source.state_dict().items())  # the caller's model untouched
+
+
+def test_a_start_too_small_to_learn_from_walks_unadapted(monkeypatch):
+    from napari_segmentello import propagate as module
+
+    monkeypatch.setattr(module, "finetuned", lambda *a, **k: pytest.fail("adapted on a 5-pixel mask"))
+    refiner = Refiner(build_model("tiny16-32", working_size=64), "cpu")
+    stack = np.stack([np.random.default_rng(z).random(SHAPE).astype(np.float32) for z in range(3)])
+    start = _disc((32, 40), 1.5)
+    assert 0 < start.sum() < module.MIN_AREA
+    out = propagate(stack, start, 1, refiner=refiner, refine_start=False, adapt=5.0)
+    assert out.shape == (3, *SHAPE)
 
 
 def test_a_stop_during_adaptation_ends_the_walk():

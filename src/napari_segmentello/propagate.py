@@ -29,6 +29,7 @@ from skimage.registration import optical_flow_ilk
 from skimage.transform import resize
 
 from napari_segmentello.engine import ModelLike, Refiner
+from napari_segmentello.finetune import MIN_AREA
 from napari_segmentello.finetune import adapt as finetuned
 from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import block_mean, stroke_bbox
@@ -126,7 +127,7 @@ def _stack_shape(image: Any, stroke: np.ndarray) -> int:
 
 
 def _check_settings(erosion: float, min_confidence: float, carry: float, adapt: float) -> None:
-    if not (math.isfinite(adapt) and adapt >= 0):
+    if isinstance(adapt, bool) or not isinstance(adapt, int | float) or not (math.isfinite(adapt) and adapt >= 0):
         raise ValueError(f"adapt must be a number of seconds >= 0 (0: no adaptation), got {adapt!r}")
     if not 0.0 <= carry < 0.5:
         raise ValueError(
@@ -205,8 +206,9 @@ def propagate(
     copy of the model is finetuned for that many seconds on plane ``index`` and its mask
     (:func:`finetune.adapt`) and walks the stack in its place (``refiner`` needs a ``model`` then, as
     :class:`Refiner` has). ``progress(done, total)`` is called after each plane is decided (planes beyond a
-    stop count as decided) and after each adaptation step, ending at ``(Z, Z)``; an exception it raises (a
-    user's Stop) ends the walk.
+    stop count as decided) and before each adaptation step, ending at ``(Z, Z)``; an exception it raises (a
+    user's Stop) ends the walk. A start mask under ``finetune.MIN_AREA`` pixels is too small to learn from:
+    it walks unadapted.
     """
     stroke = np.asarray(stroke)
     n = _stack_shape(image, stroke)
@@ -233,7 +235,7 @@ def propagate(
     else:
         out[index] = stroke != 0
     decided(1)
-    if adapt > 0 and out[index].any():
+    if adapt > 0 and np.count_nonzero(out[index]) >= MIN_AREA:
         refiner = _adapted(refiner, start, out[index], adapt, lambda: decided(0))
     for step in (1, -1):
         end = n if step == 1 else -1
