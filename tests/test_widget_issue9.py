@@ -381,7 +381,7 @@ def test_propagate_follows_objects_through_the_stack_in_one_undo_step(setup, qtb
 def test_propagate_needs_a_stack_and_a_stroke(setup, qtbot, sample, notes):
     image, strokes, _ = sample
     viewer, widget = setup(image, strokes)
-    assert not widget.stack.propagate_button.isEnabled()
+    assert not widget.stack.propagate_button.isEnabled() and not widget.stack.adapt_spin.isEnabled()
     rgb_image = np.stack([image] * 3, axis=-1)
     viewer.add_image(rgb_image, name="rgb", rgb=True)
     widget.image_combo.setCurrentText("rgb")
@@ -392,7 +392,7 @@ def test_propagate_needs_a_stack_and_a_stroke(setup, qtbot, sample, notes):
     viewer.add_labels(np.zeros(stack.shape, np.uint8), name="empty")
     widget.image_combo.setCurrentText("stack")
     widget.strokes_combo.setCurrentText("empty")
-    assert widget.stack.propagate_button.isEnabled()
+    assert widget.stack.propagate_button.isEnabled() and widget.stack.adapt_spin.isEnabled()
     widget.stack.propagate()
     assert not widget.busy
     assert any("paint a stroke (or click) on this plane first" in m for m in notes())

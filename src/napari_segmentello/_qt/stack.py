@@ -90,6 +90,7 @@ class StackPanel(QWidget):
         except ValueError:
             stack = False
         self.propagate_button.setEnabled(stack and not self.controller.busy)
+        self.adapt_spin.setEnabled(stack)
 
     def propagate(self) -> None:
         """Refine the displayed plane's objects and follow each up and down the stack; one undo step.
