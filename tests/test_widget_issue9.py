@@ -517,6 +517,17 @@ def test_a_progress_report_racing_the_end_of_a_job_is_dropped(setup):
     assert widget._pbar is None and bar.desc == "Segmentello: finetuning"
 
 
+def test_a_note_shows_until_a_report_without_one(setup):
+    _, widget = setup()
+    widget.progress_bar("Segmentello: propagating 1 object(s)")
+    widget._on_progress(1, 10, "object 1: adapting to this plane for 30 s")
+    desc = lambda: widget._pbar.desc.removesuffix(": ")  # noqa: E731 (tqdm's set_description adds ": ")
+    assert desc() == "Segmentello: propagating 1 object(s) (object 1: adapting to this plane for 30 s)"
+    widget._on_progress(2, 10, "")
+    assert desc() == "Segmentello: propagating 1 object(s)"
+    widget._on_finished()
+
+
 def test_finetune_errors_are_notifications(setup, qtbot, sample, tmp_path, notes):
     image, strokes, _ = sample
     viewer, widget = setup(image, strokes)
@@ -548,3 +559,35 @@ def test_propagate_adapts_each_object_for_the_seconds_set(setup, qtbot, sample, 
         widget.stack.propagate_button.click()
         qtbot.waitUntil(lambda: not widget.busy, timeout=WAIT_MS)
         assert asked == expected
+
+
+def test_the_progress_note_says_when_an_object_is_adapting(monkeypatch):
+    """While propagate() adapts (after the start plane, before the next), the bar's note says so."""
+    import threading as th
+
+    from napari_segmentello._qt import stack as qt_stack
+
+    def fake(volume, mask, at, *, progress, **kwargs):
+        for done in (1, 1, 2, 3):  # the start plane, an adaptation step, then two more planes
+            progress(done, 3)
+        return np.zeros(volume.shape, bool)
+
+    monkeypatch.setattr(qt_stack, "propagate", fake)
+    objects = np.zeros((8, 8), np.uint8)
+    objects[1, 1], objects[5, 5] = 1, 2
+    for adapt, expected in ((0.0, [""] * 4), (30.0, ["adapting to this plane for 30 s"] * 2 + ["", ""])):
+        notes = []
+        qt_stack.propagate_job(
+            BrightStandIn(),
+            "cpu",
+            0.5,
+            np.zeros((3, 8, 8)),
+            objects,
+            1,
+            rough=False,
+            adapt=adapt,
+            report=lambda done, total, note, notes=notes: notes.append(note),
+            stop=th.Event(),
+        )
+        assert [n.removeprefix("object 2: ").removeprefix("object 1: ") for n in notes] == expected * 2
+        assert not adapt or notes[0].startswith("object 1:") and notes[4].startswith("object 2:")

@@ -226,8 +226,9 @@ class Controller(QWidget):
         if bar.total != total:
             bar.total = total
         bar.update(done - bar.n)  # may process Qt events, in which the job can end and close the bar
-        if note and self._pbar is bar:
-            bar.set_description(f"{self._pbar_desc} ({note})")
+        wanted = f"{self._pbar_desc} ({note})" if note else self._pbar_desc  # a note lasts until the next report
+        if self._pbar is bar and bar.desc.removesuffix(": ") != wanted:  # tqdm's set_description adds ": "
+            bar.set_description(wanted)
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, Stopped | FinetuneCancelled):

@@ -46,7 +46,9 @@ def propagate_job(
         def step(done: int, total: int, n: int = n) -> None:
             if stop.is_set():
                 raise Stopped
-            report(n * total + done, len(ids) * total, "")
+            # between the start plane (the first decided) and the next, propagate() is adapting the model
+            note = f"object {n + 1}: adapting to this plane for {adapt:g} s" if adapt and done == 1 else ""
+            report(n * total + done, len(ids) * total, note)
 
         mask = propagate(volume, objects == k, at, refiner=refiner, rough=rough, adapt=adapt, progress=step)
         out[mask & (out == 0)] = k
