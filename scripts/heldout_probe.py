@@ -182,8 +182,10 @@ def clip(
     return np.stack(images), np.stack(masks)
 
 
-def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: list[float]) -> None:
+def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: list[float], adapt: float = 0) -> None:
     heads = [f"{start}-start carry {c:g} J | last" for start in ("true", "stroke") for c in carries]
+    if adapt:
+        print(f"each clip's model adapted to its first frame for {adapt:g} s (propagate(adapt=...))")
     print(f"set | clips | {' | '.join(heads)}")
     for source, items in sets:
         rows = []
@@ -194,7 +196,9 @@ def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: lis
             row = []
             for prompt, refine_start in ((masks[0], False), (stroke, True)):
                 for carry in carries:
-                    pred = propagate(images, prompt, 0, refiner=refiner, carry=carry, refine_start=refine_start)
+                    pred = propagate(
+                        images, prompt, 0, refiner=refiner, carry=carry, refine_start=refine_start, adapt=adapt
+                    )
                     row += [
                         np.mean([iou(g, m) for g, m in zip(masks[1:], pred[1:], strict=True)]),
                         iou(masks[-1], pred[-1]),
@@ -219,6 +223,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=10, help="frames per synthetic clip (video probe)")
     p.add_argument("--deform", type=float, default=0.02, help="deformation per frame, × object size (video)")
     p.add_argument("--carry", default="0,0.35", help="carried-mask weights, a comma list (video probe)")
+    p.add_argument("--adapt", type=float, default=0.0, help="seconds of adaptation to the first frame (video)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
@@ -229,7 +234,7 @@ def main() -> None:
         probe_prior(refiner, sets, float(args.erosion))
     elif args.probe == "video":
         carries = [float(c) for c in args.carry.split(",")]
-        probe_video(refiner, sets, args.frames, args.deform, carries)
+        probe_video(refiner, sets, args.frames, args.deform, carries, args.adapt)
     elif args.probe == "coarse":
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
         reaches = [float(r) for r in args.rough_reach.split(",")]
