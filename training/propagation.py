@@ -146,7 +146,7 @@ def _drop(first: dict[str, int | None]) -> str:
     return " ".join(cells) or "never"
 
 
-def _adapted(results: dict[str, Any]) -> str:
+def _adaptation_note(results: dict[str, Any]) -> str:
     """The adaptation sentence of the table's note ('' when off)."""
     seconds = results.get("adapt", 0.0)
     if not seconds:
@@ -178,7 +178,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"J = per-frame IoU, J-mean over all frames (start frame included). `stroke`: propagation from one simulated "
         f"human stroke (`{results['stroke']}`, seed {results['seed']}); `gt-start`: from the start frame's true mask; "
         f"`copy`: that mask on every frame (no motion). J<0.5: first frame (index) where the stroke run drops under "
-        f"0.5, ← before / → after the start. Carried-mask weight {results['carry']:g}. {_adapted(results)}"
+        f"0.5, ← before / → after the start. Carried-mask weight {results['carry']:g}. {_adaptation_note(results)}"
         f"Propagation took {ms:.0f} ms per frame (median over runs, {results['device']}"
         f"{', the adaptation included' if results.get('adapt') else ''}).",
     ]
