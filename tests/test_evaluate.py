@@ -185,6 +185,46 @@ def test_real_protocol_scores_the_recorded_strokes_with_their_negatives(tmp_path
 
 
 @pytest.mark.data
+def test_real_all_adds_the_other_structures_strokes_to_each_objects_not_this(tmp_path, neg_checkpoint, data_root):
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(neg_checkpoint), "--dataset", "acdc-scribbles", "--protocol", "real-all"]
+    assert evaluate.main([*argv, "--max-objects", "3", "--device", "cpu", "--grid", "0", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert "study families" in results["model_prompt"]  # a stroke-context model: predict_labels gives it no others
+    instances = _acdc(data_root)
+    by_ann = {ann_id: i for i, (_, ann_id) in enumerate(instances.items)}
+    refiner = Refiner(neg_checkpoint, device="cpu")
+    for record in results["objects"]:
+        inst = instances[by_ann[record["ann_id"]]]
+        strokes = instances.scribbles(inst.image_id)
+        assert len(strokes) >= 2 and inst.ann_id in strokes  # a slice holds several painted structures
+        others = np.logical_or.reduce([m for k, m in strokes.items() if k != inst.ann_id])
+        negative = inst.negative_scribble | (others & ~inst.scribble)
+        assert (negative & ~inst.negative_scribble).any()
+        refiner.set_image(inst.image)
+        pred = refiner.predict(inst.scribble, negative=inst.negative_scribble)
+        assert record["metrics"]["model"]["iou"] == pytest.approx(iou(inst.mask, pred))
+        rw = baselines.random_walker(inst.image, inst.scribble, negative=negative)
+        assert record["metrics"]["randomwalker"]["iou"] == pytest.approx(iou(inst.mask, rw))
+
+
+@pytest.mark.data
+def test_real_all_gives_an_object_aware_model_every_stroke_painted_as_not_this(data_root):
+    instances = _acdc(data_root)
+    inst = instances[0]
+    others = np.logical_or.reduce([m for k, m in instances.scribbles(inst.image_id).items() if k != inst.ann_id])
+    prompt = evaluate.make_prompt(inst, "real-all", seed=0, others=others)
+    np.testing.assert_array_equal(prompt.not_this, inst.negative_scribble | (others & ~inst.scribble))
+    torch.manual_seed(0)
+    refiner = Refiner(build_model("lite0-64"), device="cpu")
+    ask, note = evaluate.model_call(refiner, "real-all")
+    assert "other structures" in note
+    refiner.set_image(inst.image)
+    np.testing.assert_array_equal(ask(prompt), refiner.predict(inst.scribble, negative=prompt.not_this))
+    assert evaluate.make_prompt(inst, "real", seed=0, others=others).others is None  # "real": the object alone
+
+
+@pytest.mark.data
 def test_a_model_without_a_negative_input_gets_the_positive_stroke_and_says_so(checkpoint, data_root):
     inst = _acdc(data_root)[0]
     refiner = Refiner(checkpoint, device="cpu")  # extras ("pos",)

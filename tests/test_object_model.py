@@ -187,6 +187,30 @@ def test_negative_strokes_outside_the_first_window_change_the_answer():
     assert any(b[:, NEG].any() for b in oracle.batches), "the network never saw the negative stroke"
 
 
+def test_what_is_painted_as_one_object_is_no_part_of_another():
+    """Label ids are distinct objects: each id's strokes are the others' "not this", in the input and the answer."""
+    image = _disc((300, 300), (150, 150), 80)  # one bright region under both objects: the oracle cannot split it
+    labels = np.zeros(image.shape, np.uint8)
+    labels[150, 90:110] = 1
+    labels[150, 190:210] = 2
+    background = np.zeros(image.shape, bool)
+    background[100:110, 140:160] = True  # inside the bright region, painted as neither object
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image.astype(np.float32))
+
+    out = refiner.predict_labels(labels, negative=background)
+    assert (out[labels == 1] == 1).all() and (out[labels == 2] == 2).all()  # a tie used to go to id 1 everywhere
+    assert not out[background].any()
+    focus = oracle.batches[-1]  # pass 2: each object's window holds the bright region, the other's stroke in it
+    assert len(focus) == 2 and all(w[NEG].any() for w in focus), "the network never saw the other object's stroke"
+    assert refiner.predict(labels == 1)[labels == 2].all()  # asked alone, the bright region is all one object
+
+    oracle.batches.clear()
+    refiner.predict_labels(labels, rough=True)  # rough masks may overlap at their edges: no "not this" between them
+    assert not any(b[:, NEG].any() for b in oracle.batches)
+
+
 def test_training_and_inference_cut_identical_windows():
     """With the ground truth as the image, the oracle's masks are the ground truth's: same windows, same inputs."""
     gt = _disc((600, 640), (300, 330), 170)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import pytest
 
 from training import evaluate, noc, report
 
@@ -32,6 +33,7 @@ def _eval_run(tmp_path: Path, name: str, ious: dict[str, list[float]], **extra) 
         "n_objects": n,
         "methods": evaluate.summarize(objects, list(ious)),
         "objects": objects,
+        "protocol": "real",
         **extra,
     }
     path = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.json"
@@ -84,6 +86,16 @@ def test_real_block_breaks_iou_down_by_structure(tmp_path):
     assert _row(lines, "| ring (2)")[1:] == ["0.700", "0.400"]
 
 
+def test_real_block_says_which_strokes_were_given_and_takes_one_protocol(tmp_path):
+    alone = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.5]}, model_prompt="stroke")
+    every = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.6]}, model_prompt="stroke", protocol="real-all")
+    text = "\n".join(report.real_block([every]))
+    assert evaluate.REAL_PROTOCOLS["real-all"] in text and evaluate.REAL_PROTOCOLS["real"] not in text
+    assert evaluate.REAL_PROTOCOLS["real"] in "\n".join(report.real_block([alone]))
+    with pytest.raises(ValueError, match="one recorded-stroke protocol"):
+        report.real_block([alone, every])
+
+
 def test_box_block_says_when_the_model_takes_no_box(tmp_path):
     runs = [
         _eval_run(tmp_path, "coco-mini", {"grabcut": [0.6], "identity": [0.5]}, model_prompt="model takes no box"),
@@ -114,12 +126,12 @@ def test_splice_sections_writes_only_the_blocks_given(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- real:begin -->\nold\n<!-- real:end -->\nb\n<!-- box:begin -->\nkeep\n<!-- box:end -->\n")
     path = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.5], "identity": [0.1]}, model_prompt="stroke")
-    args = argparse.Namespace(performance=None, noc=None, real=[path], clicks=None, box=None)
+    args = argparse.Namespace(performance=None, noc=None, real=[path], real_all=None, clicks=None, box=None)
     assert report.splice_sections(args, readme)
     text = readme.read_text()
     assert "old" not in text and "| **default** | 0.500 |" in text and "keep" in text
     assert not report.splice_sections(
-        argparse.Namespace(performance=None, noc=None, real=None, clicks=None, box=None), readme
+        argparse.Namespace(performance=None, noc=None, real=None, real_all=None, clicks=None, box=None), readme
     )
 
 

@@ -24,6 +24,7 @@ from napari_segmentello._qt import finetune as qt_finetune
 from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.controller import ERASE_ID
 from napari_segmentello._qt.finetune import FinetuneDialog
+from napari_segmentello._qt.refine import Drawn, refine_job
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.engine import Refiner, list_models, load_model
 from napari_segmentello.models import build_model, get_spec
@@ -66,10 +67,11 @@ def spy(monkeypatch):
         calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior})
         return proba(self, stroke, box=box, negative=negative, previous=previous, prior=prior)
 
-    def spy_labels(self, plane, *, boxes=None, rough=False):
+    def spy_labels(self, plane, *, boxes=None, rough=False, negative=None):
         calls["labels"].append(np.array(plane))
         calls.setdefault("rough", []).append(rough)
-        return labels(self, plane, boxes=boxes, rough=rough)
+        calls.setdefault("labels_negative", []).append(negative)
+        return labels(self, plane, boxes=boxes, rough=rough, negative=negative)
 
     monkeypatch.setattr(Refiner, "predict_proba", spy_proba)
     monkeypatch.setattr(Refiner, "predict_labels", spy_labels)
@@ -169,6 +171,45 @@ def test_erase_strokes_and_previous_results_reach_the_engine(setup, qtbot, sampl
     assert set(np.unique(out.data)) == {0, 1, 2, 3}
     for k in (1, 2, 3):
         assert iou(reference == k, out.data == k) > MIN_IOU
+
+
+def test_each_objects_strokes_are_the_others_not_this(setup, qtbot, sample, spy):
+    """An object-aware model is told that the other ids' strokes are not this object, with or without erase strokes."""
+    image, strokes, reference = sample
+    model = CorrectingStandIn()
+    model.spec = get_spec("tiny16-32", extras=("pos", "neg", "prev"), context="object")
+    viewer, widget = setup(image, strokes.copy(), model=model)
+    layer = viewer.layers["strokes"]
+    run_refine(qtbot, widget)  # no erase stroke: one batch, the engine gives each id the others' strokes
+    assert len(spy["labels"]) == 1 and spy["labels_negative"] == [None] and not spy["proba"]
+
+    edge = np.argwhere((reference == 2) & ~ndi.binary_erosion(reference == 2, iterations=3))[0]
+    layer.brush_size = 6
+    layer.paint(edge, ERASE)
+    erase = layer.data == ERASE
+    run_refine(qtbot, widget)  # with one: one call per object, each with its own "not this"
+    assert len(spy["proba"]) == 3
+    for k, call in zip((1, 2, 3), spy["proba"], strict=True):
+        others = (strokes != 0) & (strokes != k) & ~erase
+        np.testing.assert_array_equal(call["negative"], others | erase if k == 2 else others)
+    out = viewer.layers["coins refined"].data
+    for k in (1, 2, 3):
+        assert (out[(strokes == k) & ~erase] == k).all()
+
+
+def test_objects_not_refined_now_are_still_not_this(sample, spy):
+    """Refine as I paint asks for the object being painted; the other painted objects stay its "not this"."""
+    image, strokes, _ = sample
+    model = CorrectingStandIn()
+    model.spec = get_spec("tiny16-32", extras=("pos", "neg", "prev"), context="object")
+    drawn = Drawn(strokes.copy(), np.zeros(strokes.shape, bool), None, {2}, {})
+    job = refine_job(model, "cpu", 0.5, image, drawn)
+    with pytest.raises(StopIteration) as done:
+        while True:
+            next(job)
+    assert set(np.unique(done.value.value.labels)) == {0, 2}
+    np.testing.assert_array_equal(spy["labels"][0], np.where(strokes == 2, 2, 0))
+    np.testing.assert_array_equal(spy["labels_negative"][0], (strokes != 0) & (strokes != 2))
 
 
 def test_erase_only_correction_is_seeded_from_the_previous_result(setup, qtbot, sample, spy):

@@ -2,7 +2,9 @@
 
 Every object gets one prompt, the same for every method and every run: a
 simulated stroke (seeded by (seed, annotation id)), the annotator's recorded
-strokes (``--protocol real``: acdc-scribbles' ``scribble`` + ``negative_scribble``)
+strokes (``--protocol real``: acdc-scribbles' ``scribble`` + ``negative_scribble``;
+``--protocol real-all``: the same, with the other objects' strokes of the image as
+"not this" too, as one labels layer with an id per structure gives them)
 or the object's box with a few pixels of jitter (``--protocol box``). The model is
 run through the real inference path (:class:`napari_segmentello.engine.Refiner`
 on the full image) and the baselines on the same prompt's ROI, given the same
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from napari_segmentello.data import CocoInstances, Instance
-from napari_segmentello.engine import Refiner, takes_rough_masks
+from napari_segmentello.engine import Refiner, strokes_exclude_each_other, takes_rough_masks
 from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.metrics import METRIC_KEYS, mask_metrics
 from napari_segmentello.roi import crop, roi_from_stroke
@@ -39,17 +41,35 @@ from training.dataset import resolve_dataset
 MODEL = "model"  # the method name of the refiner in the results
 THIN_BAND = 1  # px: the study-comparable Boundary IoU (see docs/metrics.md)
 KEYS = (*METRIC_KEYS, f"boundary_iou_{THIN_BAND}px")
-REAL, BOX = "real", "box"  # the protocols that are not simulated strokes
-PROTOCOL_CHOICES = sorted([*PROTOCOLS, REAL, BOX])
+REAL, REAL_ALL, BOX = "real", "real-all", "box"  # the protocols that are not simulated strokes
+# What each recorded-stroke protocol hands over, in words for the tables.
+REAL_PROTOCOLS = {
+    REAL: 'the stroke over the object and the background ("not this") strokes of its slice',
+    REAL_ALL: "the stroke over the object, with the strokes over the slice's other structures and its background "
+    'strokes as "not this" (every structure painted, as one labels layer with an id per structure gives them)',
+}
+PROTOCOL_CHOICES = sorted([*PROTOCOLS, *REAL_PROTOCOLS, BOX])
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """What the user gave for one object: a stroke (with optional "not this" strokes) or a box."""
+    """What the user gave for one object: a stroke (with optional "not this" strokes) or a box.
+
+    ``others``: the strokes painted over the image's other objects (``real-all``), kept apart from
+    ``negative`` since only object-aware models take them as "not this" (:meth:`Refiner.predict_labels`).
+    """
 
     stroke: np.ndarray | None = None
     negative: np.ndarray | None = None
     box: tuple[int, int, int, int] | None = None
+    others: np.ndarray | None = None
+
+    @property
+    def not_this(self) -> np.ndarray | None:
+        """Every pixel painted as not this object: the negative strokes and the other objects' strokes."""
+        if self.others is None:
+            return self.negative
+        return self.others if self.negative is None else self.negative | self.others
 
     def shown(self, shape: tuple[int, int]) -> np.ndarray:
         """The prompt's pixels as drawn in the grid: the stroke, or the box's rectangle."""
@@ -69,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         default="study",
         choices=PROTOCOL_CHOICES,
-        help="simulated stroke, 'real' (recorded human strokes) or 'box' (jittered object box); default study",
+        help="simulated stroke, 'real' (recorded human strokes), 'real-all' (those of every structure of the image) "
+        "or 'box' (jittered object box); default study",
     )
     p.add_argument("--max-objects", type=int, help="a seeded random subset of N objects (default: all)")
     p.add_argument("--max-images", type=int, help="only the first N images")
@@ -111,17 +132,26 @@ def parse_baselines(text: str | None, protocol: str) -> list[str]:
     return names
 
 
-def make_prompt(inst: Instance, protocol: str, seed: int) -> Prompt:
-    """This object's prompt: its recorded strokes, its jittered box, or a stroke seeded by (seed, annotation id)."""
+def make_prompt(inst: Instance, protocol: str, seed: int, others: np.ndarray | None = None) -> Prompt:
+    """This object's prompt: its recorded strokes, its jittered box, or a stroke seeded by (seed, annotation id).
+
+    ``others`` (``real-all``): the recorded strokes of the image's other objects, "not this" beside the background's.
+    """
     rng = np.random.default_rng([seed, inst.ann_id])
-    if protocol == REAL:
+    if protocol in REAL_PROTOCOLS:
         if inst.scribble is None or not inst.scribble.any():
             raise ValueError(
-                f"--protocol real needs recorded human strokes (a 'scribble' RLE per annotation, as in "
+                f"--protocol {protocol} needs recorded human strokes (a 'scribble' RLE per annotation, as in "
                 f"acdc-scribbles); annotation {inst.ann_id} has none"
             )
         negative = inst.negative_scribble
-        return Prompt(stroke=inst.scribble, negative=negative if negative is not None and negative.any() else None)
+        if protocol != REAL_ALL or others is None or not (others & ~inst.scribble).any():
+            others = None
+        return Prompt(
+            stroke=inst.scribble,
+            negative=negative if negative is not None and negative.any() else None,
+            others=None if others is None else others & ~inst.scribble,
+        )
     if protocol == BOX:
         return Prompt(box=jittered_box(inst.mask, rng))
     return Prompt(stroke=simulate_stroke(inst.mask, protocol, rng))
@@ -142,8 +172,18 @@ def model_call(refiner: Refiner, protocol: str) -> tuple[Callable[[Prompt], np.n
         return (lambda p: refiner.predict(p.stroke)), "rough mask as the stroke (the model takes no prior)"
     if protocol in ROUGH_PROTOCOLS:
         return (lambda p: refiner.predict(prior=p.stroke)), "rough mask as prior (its core as the stroke)"
-    if protocol == REAL and "neg" not in extras:
+    if protocol in REAL_PROTOCOLS and "neg" not in extras:
         return (lambda p: refiner.predict(p.stroke)), "positive stroke only (the model has no 'neg' input)"
+    if protocol == REAL_ALL and strokes_exclude_each_other(refiner.spec):
+        return (lambda p: refiner.predict(p.stroke, negative=p.not_this)), (
+            "stroke + the other structures' and the background strokes as negative (each object's input in "
+            "Refiner.predict_labels)"
+        )
+    if protocol == REAL_ALL:
+        return (lambda p: refiner.predict(p.stroke, negative=p.negative)), (
+            "stroke + background strokes (Refiner.predict_labels gives a model of the study families no other "
+            "object's strokes)"
+        )
     if protocol == REAL:
         return (lambda p: refiner.predict(p.stroke, negative=p.negative)), "stroke + negative strokes"
     return (lambda p: refiner.predict(p.stroke)), "stroke"
@@ -153,7 +193,7 @@ def run_baseline(fn: Callable[..., np.ndarray], image: np.ndarray, prompt: Promp
     """A baseline given the same prompt as the model: the box, or the stroke with its negative strokes."""
     if prompt.box is not None:
         return fn(image, prompt.box, margin=margin)
-    return fn(image, prompt.stroke, negative=prompt.negative, margin=margin)
+    return fn(image, prompt.stroke, negative=prompt.not_this, margin=margin)
 
 
 def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[np.ndarray, float]:
@@ -194,13 +234,15 @@ def evaluate(
     registry = baseline_registry(protocol)
     per_category = math.ceil(keep / max(1, len(instances.coco.cats)))  # the grid shows every kind of object
     records, kept = [], []
-    image_id = None
+    image_id, strokes = None, {}
     for index in indices:
         inst = instances[index]
         if inst.image_id != image_id:  # once per image, as an annotator's session would
             refiner.set_image(inst.image)
             image_id = inst.image_id
-        prompt = make_prompt(inst, protocol, seed)
+            strokes = instances.scribbles(image_id) if protocol == REAL_ALL else {}
+        others = [s for ann_id, s in strokes.items() if ann_id != inst.ann_id]
+        prompt = make_prompt(inst, protocol, seed, np.logical_or.reduce(others) if others else None)
         preds, latency = {}, {}
         if ask_model is not None:
             preds[MODEL], latency[MODEL] = _timed(ask_model, prompt)
@@ -247,8 +289,8 @@ def plot_grid(kept: list[dict[str, Any]], path: Path) -> None:
             ax.imshow(picture)
             if mask is not None:
                 _overlay(ax, crop(mask, roi), "autumn")
-            if title == "prompt" and item["prompt"].negative is not None:
-                _overlay(ax, crop(item["prompt"].negative, roi), "winter")
+            if title == "prompt" and item["prompt"].not_this is not None:
+                _overlay(ax, crop(item["prompt"].not_this, roi), "winter")
             ax.set_title(item["category"] if title == "image" else title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()

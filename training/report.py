@@ -10,7 +10,8 @@ FILE`` does the same for the benchmarks' Markdown (``performance`` markers).
 
 The other README blocks are made from the JSON files of runs already done (each
 carries the command that made it): ``--real`` (``evaluate --protocol real`` on
-acdc-scribbles: "Real human strokes"), ``--clicks`` (``noc --protocol clicks``:
+acdc-scribbles: "Real human strokes"), ``--real-all`` (``--protocol real-all``: the same
+with every structure painted), ``--clicks`` (``noc --protocol clicks``:
 "Clicks (standard protocol)", with published anchors as context), ``--box``
 (``evaluate --protocol box``) and ``--noc`` (``noc.md`` files, spliced as they are).
 """
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noc", type=Path, nargs="+", help="training.noc noc.md files to splice into README.md")
     p.add_argument(
         "--real", type=Path, nargs="+", help="results.json of evaluate --protocol real (acdc-scribbles), one per model"
+    )
+    p.add_argument(
+        "--real-all", type=Path, nargs="+", help="results.json of evaluate --protocol real-all, one per model"
     )
     p.add_argument("--clicks", type=Path, nargs="+", help="noc.json files of noc --protocol clicks, one per dataset")
     p.add_argument("--box", type=Path, nargs="+", help="results.json files of evaluate --protocol box")
@@ -143,16 +147,19 @@ def _commands(runs: list[dict[str, Any]]) -> list[str]:
 def real_block(files: list[Path]) -> list[str]:
     """The "Real human strokes" table: every model given the annotator's recorded strokes, the baselines of the first.
 
-    Several files (one per model, same objects) put the models side by side.
+    Several files (one per model, same objects and protocol) put the models side by side.
     """
     runs = [json.loads(f.read_text()) for f in files]
     r = runs[0]
+    protocols = {run["protocol"] for run in runs}
+    if len(protocols) != 1 or r["protocol"] not in evaluate.REAL_PROTOCOLS:
+        raise ValueError(f"one table takes runs of one recorded-stroke protocol, got {sorted(protocols)}")
     names = {**METHOD_NAMES, "grabcut": "GrabCut (strokes as sure fg/bg)", "randomwalker": "random walker (same seeds)"}
     lines = [
         *(f"Command: `{run['command']}`." for run in runs),
         "",
         f"{r['n_objects']} objects of {_dataset_label(r)} (a seeded subset), each scored from the strokes a person "
-        f'drew on it: the stroke over the object and the background ("not this") strokes of its slice. The model '
+        f"drew on it: {evaluate.REAL_PROTOCOLS[r['protocol']]}. The model "
         f"is given: {r['model_prompt']}; the baselines the same strokes on the stroke's region of interest. "
         f"Means; latency is the median per object ({r['device']}).",
         "",
@@ -235,13 +242,18 @@ def clicks_block(files: list[Path]) -> list[str]:
     ]
 
 
-BLOCKS = {"real": real_block, "clicks": clicks_block, "box": box_block}
+BLOCKS = {"real": real_block, "real-all": real_block, "clicks": clicks_block, "box": box_block}
 
 
 def splice_sections(args: argparse.Namespace, readme: Path) -> bool:
     """Splice every README block given on the command line; False when none was."""
     files = {"performance": [args.performance] if args.performance else [], "noc": args.noc or []}
-    files |= {"real": args.real or [], "clicks": args.clicks or [], "box": args.box or []}
+    files |= {
+        "real": args.real or [],
+        "real-all": args.real_all or [],
+        "clicks": args.clicks or [],
+        "box": args.box or [],
+    }
     for name, paths in files.items():
         if not paths:
             continue

@@ -182,6 +182,15 @@ class CocoInstances:
             negative_scribble=_decode_extra(ann, "negative_scribble"),
         )
 
+    def scribbles(self, image_id: int) -> dict[int, np.ndarray]:
+        """The recorded strokes of every annotation of an image that has one: ``{annotation id: H×W bool}``.
+
+        Every annotation counts, kept or skipped: a person painted them all.
+        """
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id]))
+        found = {ann["id"]: _decode_extra(ann, "scribble") for ann in anns}
+        return {k: v for k, v in found.items() if v is not None}
+
     def summary(self) -> str:
         """One line: images, kept instances and skip counts, for logs and provenance."""
         skipped = ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())

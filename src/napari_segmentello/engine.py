@@ -249,9 +249,21 @@ def _within_reach(window: _Window, labels: np.ndarray, box: tuple[slice, slice],
     return _Window(roi, window.prob * keep)
 
 
+def _excluding(window: _Window, not_this: Any) -> _Window:
+    """``window`` with no probability on its object's "not this" pixels, wherever they were painted."""
+    if not_this is None:
+        return window
+    return _Window(window.roi, np.where(crop(not_this, window.roi) != 0, 0, window.prob).astype(np.float32))
+
+
 def takes_rough_masks(spec: Any) -> bool:
     """Whether a model refines a rough mask: object-aware (a prior is pass 2's coarse mask and window), with 'prev'."""
     return spec.context == "object" and "prev" in spec.extras
+
+
+def strokes_exclude_each_other(spec: Any) -> bool:
+    """Whether each object's "not this" holds the other objects' strokes: object-aware models with a 'neg' input."""
+    return spec.context == "object" and "neg" in spec.extras
 
 
 def _selector(value: Any) -> Callable[[np.ndarray], np.ndarray]:
@@ -269,6 +281,24 @@ class _Selected:
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         return self._select(self._labels[key])
+
+
+class _NotThis:
+    """One object's "not this" as a lazy bool H×W mask: the other ids' strokes, and the shared negative if any.
+
+    Each label id is its own object, so what the user painted as another object is not this one.
+    """
+
+    dtype = np.dtype(bool)
+
+    def __init__(self, labels: np.ndarray, value: Any, negative: np.ndarray | None) -> None:
+        self._labels, self._value, self._negative = labels, value, negative
+        self.shape = labels.shape
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        block = np.asarray(self._labels[key])
+        out = (block != 0) & (block != self._value)
+        return out if self._negative is None else out | (np.asarray(self._negative[key]) != 0)
 
 
 class _Placed:
@@ -331,6 +361,7 @@ class _Object:
     box: Box | None
     earlier: Any = None  # H×W bool-like: an answer under correction or a prior; None: absent
     earlier_box: Extent | None = None
+    not_this: Any = None  # H×W bool-like: pixels that are not this object (its negative); None: absent
 
     def extent(self) -> Extent:
         """Where the prompts are (:func:`roi.prompt_extent`)."""
@@ -394,7 +425,7 @@ class Refiner:
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
         for _, window in self._one(stroke, box, negative, previous, prior):
             paste(out, window.prob > self.threshold, window.roi)
-        return self._without_negative(out, negative)
+        return out
 
     def predict_proba(
         self, stroke: Any = None, *, box: Any = None, negative: Any = None, previous: Any = None, prior: Any = None
@@ -403,7 +434,7 @@ class Refiner:
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), np.float32)
         for _, window in self._one(stroke, box, negative, previous, prior):
             paste(out, window.prob, window.roi)
-        return self._without_negative(out, negative)
+        return out
 
     def _one(self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any) -> list[tuple[Any, _Window]]:
         """The windows of a single object given by a stroke, a box or both, or by a rough mask (a prior alone)."""
@@ -429,28 +460,27 @@ class Refiner:
             stroke, merge=True, negative=negative, previous=earlier, boxes=boxes, keep_previous=prior is not None
         )
 
-    def _without_negative(self, out: np.ndarray, negative: Any) -> np.ndarray:
-        """ "Not this" pixels are never part of an object-aware model's answer, wherever they were painted."""
-        if negative is not None and self.spec.context == "object":
-            out[np.asarray(negative) != 0] = 0
-        return out
-
-    def predict_labels(self, labels: Any, *, boxes: dict[int, Any] | None = None, rough: bool = False) -> np.ndarray:
+    def predict_labels(
+        self, labels: Any, *, boxes: dict[int, Any] | None = None, rough: bool = False, negative: Any = None
+    ) -> np.ndarray:
         """Each nonzero id refined as its own object, returned under that id in a new array.
 
         ``boxes`` (``{label_id: (row0, col0, row1, col1)}``) adds a box to an id's prompts, or
         makes an object of a box alone. With ``rough`` each id's pixels are a rough mask of the
-        object, its ``prior`` (as in :meth:`predict`), not a stroke. Where refined objects
-        overlap, the highest probability wins and ties go to the lower id, so the result does
-        not depend on processing order.
+        object, its ``prior`` (as in :meth:`predict`), not a stroke. ``negative`` marks pixels
+        that belong to none of the objects (background strokes). With an object-aware model the
+        other ids' strokes are each object's "not this" too: what was painted as one object is
+        no part of another (rough masks may overlap at their edges, so they are not). Where
+        refined objects overlap, the highest probability wins and ties go to the lower id, so
+        the result does not depend on processing order.
         """
         labels = self._frame(labels, "labels")
         if labels.dtype.kind not in "biu":
             raise ValueError(f"labels must be an integer or boolean label image, got dtype {labels.dtype}")
         if rough:
-            windows = self._rough_windows(labels, merge=False, boxes=boxes)
+            windows = self._rough_windows(labels, merge=False, negative=negative, boxes=boxes)
         else:
-            windows = self._windows(labels, merge=False, boxes=boxes)
+            windows = self._windows(labels, merge=False, negative=negative, boxes=boxes)
         return _assigned(windows, labels.shape, labels.dtype, self.threshold)
 
     def _rough_windows(
@@ -531,14 +561,15 @@ class Refiner:
                 f"recipe is image + {list(self.spec.extras)}; paint strokes inside the objects instead"
             )
         if self.spec.context == "object":
-            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough)
-            windows = self._object_windows(objects, neg, keep_previous or rough)
-            return windows if keep_previous or rough else self._with_left_out(objects, windows, neg)
+            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg)
+            windows = self._object_windows(objects, keep_previous or rough)
+            if not (keep_previous or rough):
+                windows = self._with_left_out(objects, windows)
+            not_this = {o.value: o.not_this for o in objects}
+            return [(value, _excluding(window, not_this[value])) for value, window in windows]
         return self._stroke_windows(labels, merge=merge, neg=neg, prev=prev)
 
-    def _with_left_out(
-        self, objects: list[_Object], windows: list[tuple[Any, _Window]], neg: np.ndarray | None
-    ) -> list[tuple[Any, _Window]]:
+    def _with_left_out(self, objects: list[_Object], windows: list[tuple[Any, _Window]]) -> list[tuple[Any, _Window]]:
         """Each stroke part (a click, a separate stroke) that its object's answer left out, refined alone and joined in.
 
         A positive click says "this is the object", yet the model ignored about half of the corrective
@@ -556,17 +587,17 @@ class Refiner:
         if not extra:
             return windows
         joined = dict(windows)
-        for part, (value, window) in zip(extra, self._object_windows(extra, neg), strict=True):
-            held = self._part_answer(part, window, neg)
+        for part, (value, window) in zip(extra, self._object_windows(extra), strict=True):
+            held = self._part_answer(part, window)
             if held is not None:
                 joined[value] = _union(joined[value], held)
         return list(joined.items())
 
-    def _part_answer(self, part: _Object, window: _Window, neg: np.ndarray | None) -> _Window | None:
+    def _part_answer(self, part: _Object, window: _Window) -> _Window | None:
         """What of a left-out part's own answer joins: the regions that hold the part; None if none or if it
         reaches a "not this" pixel. Blobs elsewhere in its window are the window's, not the click's."""
         answer = window.prob > self.threshold
-        if neg is not None and answer[crop(neg, window.roi) != 0].any():
+        if part.not_this is not None and answer[crop(part.not_this, window.roi) != 0].any():
             return None
         regions, _ = ndi.label(answer, structure=_EIGHT)
         held = np.unique(regions[crop(part.pos, window.roi)])
@@ -593,21 +624,29 @@ class Refiner:
                 continue
             placed = _Placed(parts[pr, pc] == k, y0 + pr.start, x0 + pc.start, shape)
             extent = (y0 + pr.start, y0 + pr.stop, x0 + pc.start, x0 + pc.stop)
-            out.append(_Object(obj.value, placed, extent, None))
+            out.append(_Object(obj.value, placed, extent, None, not_this=obj.not_this))
         return out
 
     def _object_prompts(
-        self, labels: np.ndarray, merge: bool, boxes: dict[Any, Any], prev: np.ndarray | None, rough: bool
+        self,
+        labels: np.ndarray,
+        merge: bool,
+        boxes: dict[Any, Any],
+        prev: np.ndarray | None,
+        rough: bool,
+        neg: np.ndarray | None,
     ) -> list[_Object]:
         """The objects to refine: each label id (or the merged stroke) and each boxed id, ascending.
 
-        Each gets ``prev`` as its earlier mask or, when ``rough``, its own pixels (and their core as its stroke).
+        Each gets ``prev`` as its earlier mask or, when ``rough``, its own pixels (and their core as its stroke);
+        its "not this" is ``neg``, with the other ids' strokes when they are strokes and the model takes a 'neg'.
         """
         regions = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
         seeds = _seeds(labels, regions) if rough else labels
         checked = {k: check_box(b, labels.shape) for k, b in boxes.items()}
         prev_box = None if prev is None or not prev.any() else stroke_bbox(prev != 0)
         ids = sorted(set(regions) | set(checked), key=lambda v: (v is not None, v))
+        others = not merge and not rough and len(ids) > 1 and strokes_exclude_each_other(self.spec)
         objects = []
         for value in ids:
             region = regions.get(value)
@@ -617,12 +656,11 @@ class Refiner:
                 earlier, earlier_box = _Selected(labels, value), extent
             else:
                 earlier, earlier_box = prev, prev_box
-            objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box))
+            not_this = _NotThis(labels, value, neg) if others else neg
+            objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box, not_this))
         return objects
 
-    def _object_windows(
-        self, objects: list[_Object], neg: np.ndarray | None, keep_previous: bool = False
-    ) -> list[tuple[Any, _Window]]:
+    def _object_windows(self, objects: list[_Object], keep_previous: bool = False) -> list[tuple[Any, _Window]]:
         """Coarse to fine: grow each object's window until its mask stays inside, then refine the mask's box.
 
         With ``keep_previous`` each object's earlier mask is a prior (a rough mask, or one carried from
@@ -635,14 +673,14 @@ class Refiner:
         answer must not be kept (IoU after 5 clicks on coco-mval 0.736 from pass 1's mask, 0.622 kept).
         """
         if keep_previous:
-            return self._focused(objects, [focus_roi(o.extent()) for o in objects], [None] * len(objects), neg)
+            return self._focused(objects, [focus_roi(o.extent()) for o in objects], [None] * len(objects))
         lo, hi = self._range
         shape = self._image.shape[:2]
         rois = [start_context(o.extent()) for o in objects]
         masks: list[np.ndarray] = [np.zeros(0)] * len(objects)
         active, step = list(range(len(objects))), 0
         while active:
-            probs = self._forward([self._input(objects[i], rois[i], neg, lo, hi) for i in active])
+            probs = self._forward([self._input(objects[i], rois[i], lo, hi) for i in active])
             still = []
             for i, prob in zip(active, probs, strict=True):
                 masks[i] = prob
@@ -656,15 +694,15 @@ class Refiner:
             found = mask_box(prob > self.threshold, roi)
             focus.append(focus_roi(found if found is not None else o.extent()))
             coarse.append(resample_window(prob, roi, focus[-1], self.spec.working_size) > self.threshold)
-        return self._focused(objects, focus, coarse, neg)
+        return self._focused(objects, focus, coarse)
 
     def _focused(
-        self, objects: list[_Object], focus: list[ROI], coarse: list[np.ndarray | None], neg: np.ndarray | None
+        self, objects: list[_Object], focus: list[ROI], coarse: list[np.ndarray | None]
     ) -> list[tuple[Any, _Window]]:
         """Pass 2: each object's window ``focus`` with ``coarse`` as its earlier mask (None: its own earlier mask)."""
         lo, hi = self._range
         probs = self._forward(
-            [self._input(o, r, neg, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
+            [self._input(o, r, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
         )
         return [
             (o.value, _Window(roi, resize_image(p, roi.size))) for o, roi, p in zip(objects, focus, probs, strict=True)
@@ -674,7 +712,6 @@ class Refiner:
         self,
         obj: _Object,
         roi: ROI,
-        neg: np.ndarray | None,
         lo: np.ndarray,
         hi: np.ndarray,
         *,
@@ -682,7 +719,7 @@ class Refiner:
     ) -> np.ndarray:
         """One object-aware window's input; ``coarse`` (pass 1's mask at working size) replaces its earlier mask."""
         prev = None if coarse is not None else obj.earlier
-        x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=neg, prev=prev, box=obj.box)
+        x = window_input(self._image, roi, self.spec, lo, hi, pos=obj.pos, neg=obj.not_this, prev=prev, box=obj.box)
         if coarse is not None and "prev" in self.spec.extras:
             x[channel_of(self.spec, "prev")] = coarse
         return x
@@ -756,6 +793,7 @@ def refine_labels(
     *,
     boxes: dict[int, Any] | None = None,
     rough: bool = False,
+    negative: Any = None,
     model: ModelLike = "default",
     device: str = "auto",
     threshold: float = 0.5,
@@ -763,4 +801,4 @@ def refine_labels(
     """Every nonzero id of ``labels`` and each ``boxes`` id refined as its own object (``Refiner.predict_labels``)."""
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
-    return refiner.predict_labels(labels, boxes=boxes, rough=rough)
+    return refiner.predict_labels(labels, boxes=boxes, rough=rough, negative=negative)

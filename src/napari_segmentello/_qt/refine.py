@@ -21,7 +21,7 @@ from napari.layers import Image, Labels, Points, Shapes
 from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.boxes import Box, plane_boxes
 from napari_segmentello._qt.controller import Controller
-from napari_segmentello.engine import Refiner, takes_rough_masks
+from napari_segmentello.engine import Refiner, strokes_exclude_each_other, takes_rough_masks
 from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.strokes import points_to_stroke
 
@@ -67,7 +67,8 @@ def read_drawn(
 
 def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], list[str]]:
     """Per object to refine: its stroke (or rough mask) and box and, when the model takes them, its negative and
-    previous masks. A rough mask is its object's prior: the previous result is not used with it."""
+    previous masks. A rough mask is its object's prior: the previous result is not used with it. An object's
+    negative is its erase strokes and the other ids' strokes, as :meth:`Refiner.predict_labels` gives it."""
     extras = set(refiner.spec.extras)
     ignored = []
     rough = drawn.rough and takes_rough_masks(refiner.spec)
@@ -86,9 +87,14 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
         wanted |= {k for k in negatives if np.any(previous == k)}
     if drawn.ids is not None:
         wanted &= drawn.ids
+    others = strokes_exclude_each_other(refiner.spec) and not rough
     out = {}
     for k in sorted(wanted):
         stroke = drawn.objects == k
+        negative = negatives.get(k)
+        if others and np.any(drawn.objects[~stroke]):
+            painted = (drawn.objects != 0) & ~stroke
+            negative = painted if negative is None else negative | painted
         before = previous == k if previous is not None and np.any(previous == k) else None
         box = drawn.boxes.get(k)
         prior = None
@@ -96,7 +102,7 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
             stroke, prior, before = None, stroke, None
         elif not stroke.any():
             stroke = None if box is not None else seed_from_mask(before)  # seeded as propagation seeds a plane
-        out[k] = {"stroke": stroke, "box": box, "negative": negatives.get(k), "previous": before, "prior": prior}
+        out[k] = {"stroke": stroke, "box": box, "negative": negative, "previous": before, "prior": prior}
     return out, ignored
 
 
@@ -125,13 +131,17 @@ def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Dra
     wanted, ignored = prompts(refiner, drawn)
     if not wanted and drawn.ids is None:
         refiner.predict_labels(drawn.objects)  # raises the engine's own "paint at least one pixel"
-    if any(p["negative"] is not None or p["previous"] is not None for p in wanted.values()):
+    erased = drawn.erase.any() and "neg" in refiner.spec.extras
+    if erased or any(p["previous"] is not None for p in wanted.values()):
         labels = predict_each(refiner, wanted, drawn)
     elif wanted:
         boxes = {k: b for k, b in drawn.boxes.items() if k in wanted}
-        strokes = np.where(np.isin(drawn.objects, list(wanted)), drawn.objects, 0)
+        asked = np.isin(drawn.objects, list(wanted))
+        strokes = np.where(asked, drawn.objects, 0)
         rough = any(p["prior"] is not None for p in wanted.values())
-        labels = refiner.predict_labels(strokes, boxes=boxes or None, rough=rough)
+        unasked = (drawn.objects != 0) & ~asked  # objects not refined now (refine as I paint) are still "not this"
+        negative = unasked if unasked.any() and strokes_exclude_each_other(refiner.spec) and not rough else None
+        labels = refiner.predict_labels(strokes, boxes=boxes or None, rough=rough, negative=negative)
     else:
         labels = np.zeros_like(drawn.objects)
     return Refined(labels.astype(drawn.objects.dtype), set(wanted) | (drawn.ids or set()), tuple(ignored))
