@@ -7,6 +7,7 @@
     python scripts/heldout_probe.py coarse --model default --objects 30 --protocol lasso --erosion 0.15,0.3 \
         --rough-rounds 1,2,3,4
     python scripts/heldout_probe.py video --model default --objects 10 --frames 10 --carry 0,0.3,0.35,0.4,0.45
+    python scripts/heldout_probe.py neighbours --model default --objects 20
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
@@ -28,6 +29,9 @@ gives it: the core by ``seeds.ROUGH_EROSION``) refined in each of ``--rough-roun
 drifting similarity and a growing smooth deformation; objects of at least 32² px) propagated
 from frame 0's true mask and from a human-like scribble on it, for each ``--carry``: J-mean over
 frames 1.. and J of the last frame. Camera-like motion only: tests drift, not occlusion.
+``neighbours``: one human-like scribble per object, refined alone and with a human-like scribble on each
+other object of its image as "not this" (as ``Refiner.predict_labels`` gives an object-aware model the
+other ids' strokes); GrabCut and the random walker given the same two prompts.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
 """
 
@@ -41,7 +45,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage as ndi
 
 from napari_segmentello import engine, roi
-from napari_segmentello.data import CocoInstances
+from napari_segmentello.data import CocoInstances, Instance
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
 from napari_segmentello.propagate import propagate
@@ -49,6 +53,7 @@ from napari_segmentello.seeds import EROSION, seed_from_mask
 from napari_segmentello.strokes import human_scribble_stroke, simulate_stroke
 from training.config import load_config
 from training.dataset import open_sources, split_items
+from training.baselines import grabcut, random_walker
 from training.evaluate import evaluate
 from training.noc import interact, interact_clicks, model_method, noc
 
@@ -87,7 +92,10 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
 
 
 def _table(refiner: Refiner, sets, header: str, figures) -> None:
-    """One row per train set: its object count and the mean of ``figures(item, inst)`` (a list; None skips it)."""
+    """One row per train set: its object count and the mean of ``figures(source, item, inst)``.
+
+    ``figures`` returns a list of figures, or None to skip the object.
+    """
     print(f"set | objects | {header}")
     for source, items in sets:
         rows, image_id = [], None
@@ -96,7 +104,7 @@ def _table(refiner: Refiner, sets, header: str, figures) -> None:
             if inst.image_id != image_id:  # once per image, as evaluate does
                 refiner.set_image(inst.image)
                 image_id = inst.image_id
-            row = figures(i, inst)
+            row = figures(source, i, inst)
             if row is not None:
                 rows.append(row)
         mean = np.mean(rows, axis=0)
@@ -104,7 +112,7 @@ def _table(refiner: Refiner, sets, header: str, figures) -> None:
 
 
 def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
-    def figures(item: int, inst) -> list[float] | None:
+    def figures(source: CocoInstances, item: int, inst) -> list[float] | None:
         rng = np.random.default_rng(item)
         step, angle = rng.uniform(0.02, 0.1) * np.sqrt(inst.mask.sum()), rng.uniform(0, 2 * np.pi)
         prior = ndi.shift(inst.mask, (step * np.sin(angle), step * np.cos(angle)), order=0)
@@ -120,7 +128,7 @@ def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
 
 
 def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
-    def figures(item: int, inst) -> list[float]:
+    def figures(source: CocoInstances, item: int, inst) -> list[float]:
         curve = interact_clicks(model_method(refiner), inst.mask, rounds)[0]
         return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
 
@@ -128,7 +136,7 @@ def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
 
 
 def probe_corrections(refiner: Refiner, sets, rounds: int) -> None:
-    def figures(item: int, inst) -> list[float]:
+    def figures(source: CocoInstances, item: int, inst) -> list[float]:
         first = simulate_stroke(inst.mask, "scribble", np.random.default_rng([0, inst.ann_id]))
         rng = np.random.default_rng([0, inst.ann_id, 1])
         curve = interact(model_method(refiner), inst.mask, first, rounds, rng)
@@ -140,7 +148,7 @@ def probe_corrections(refiner: Refiner, sets, rounds: int) -> None:
 def probe_coarse(
     refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int], reaches: list[float]
 ) -> None:
-    def figures(item: int, inst) -> list[float]:
+    def figures(source: CocoInstances, item: int, inst) -> list[float]:
         rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
         answers = [refiner.predict(rough), *(refiner.predict(seed_from_mask(rough, e), prior=rough) for e in erosions)]
         for n, reach in settings:
@@ -152,6 +160,34 @@ def probe_coarse(
     cores = [f"model (core {e:g} + prior)" for e in erosions]
     cores += [f"rough mask, {n} round(s), reach {reach:g}" for n, reach in settings]
     _table(refiner, sets, f"rough mask IoU | model (as stroke) | {' | '.join(cores)}", figures)
+
+
+def neighbour_strokes(source: CocoInstances, inst: Instance) -> np.ndarray | None:
+    """A human-like scribble on each other object of ``inst``'s image (16 px or more), seeded by its annotation id."""
+    coco, out = source.coco, np.zeros_like(inst.mask)
+    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[inst.image_id])):
+        mask = coco.annToMask(ann).astype(bool)
+        if ann["id"] != inst.ann_id and mask.sum() >= 16:
+            out |= human_scribble_stroke(mask, np.random.default_rng([0, ann["id"]]))
+    return out if out.any() else None
+
+
+def probe_neighbours(refiner: Refiner, sets) -> None:
+    def figures(source: CocoInstances, item: int, inst) -> list[float]:
+        stroke = human_scribble_stroke(inst.mask, np.random.default_rng([0, inst.ann_id]))
+        others = neighbour_strokes(source, inst)
+        others = None if others is None else others & ~stroke
+        row = []
+        for negative in (None, others):
+            row += [
+                iou(inst.mask, refiner.predict(stroke, negative=negative)),
+                iou(inst.mask, grabcut(inst.image, stroke, negative=negative)),
+                iou(inst.mask, random_walker(inst.image, stroke, negative=negative)),
+            ]
+        return row
+
+    alone = "model | GrabCut | random walker"
+    _table(refiner, sets, f"{alone} (object alone) | {alone} (others' scribbles as not this)", figures)
 
 
 def clip(
@@ -210,7 +246,7 @@ def probe_video(refiner: Refiner, sets, frames: int, deform: float, carries: lis
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=("window", "prior", "clicks", "corrections", "coarse", "video"))
+    p.add_argument("probe", choices=("window", "prior", "clicks", "corrections", "coarse", "video", "neighbours"))
     p.add_argument("--model", default="default")
     p.add_argument("--objects", type=int, default=50, help="held-out objects per train set")
     p.add_argument("--scales", default=str(roi.CONTEXT_SCALE))
@@ -239,6 +275,8 @@ def main() -> None:
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
         reaches = [float(r) for r in args.rough_reach.split(",")]
         probe_coarse(refiner, sets, erosions, args.protocol, rounds, reaches)
+    elif args.probe == "neighbours":
+        probe_neighbours(refiner, sets)
     elif args.probe == "corrections":
         probe_corrections(refiner, sets, args.rounds)
     else:

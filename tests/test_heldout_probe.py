@@ -33,3 +33,18 @@ def test_a_clip_starts_at_the_image_and_moves_the_object_with_its_pixels(probe):
     for frame, m in zip(frames, masks, strict=True):
         assert 0.8 < m.sum() / mask.sum() < 1.25  # turned, zoomed and bent a little, not lost
         assert (frame[m][:, 0] > 200).mean() > 0.9  # the mask covers the red disc in that frame
+
+
+@pytest.mark.data
+def test_neighbour_strokes_lie_on_the_images_other_objects(probe, data_root):
+    from napari_segmentello.data import CocoInstances, dataset_files
+
+    source = CocoInstances(*dataset_files("dsb2018-nuclei", "train", data_root), max_images=1)
+    inst = source[0]
+    others = probe.neighbour_strokes(source, inst)
+    anns = source.coco.loadAnns(source.coco.getAnnIds(imgIds=[inst.image_id]))
+    masks = [source.coco.annToMask(a).astype(bool) for a in anns if a["id"] != inst.ann_id]
+    assert len(masks) > 1 and others is not None and not (others & inst.mask).any()
+    on = np.logical_or.reduce(masks)
+    assert (others & on).sum() > 0.9 * others.sum()  # painted over the other nuclei
+    assert sum((others & m).any() for m in masks) > len(masks) // 2  # most of them
