@@ -77,6 +77,32 @@ def test_refine_rough_gives_the_label_image_as_rough_masks(files, tmp_path, monk
     np.testing.assert_array_equal(imread(out), expected)
 
 
+def test_refine_negative_strokes_reach_the_engine_and_a_model_without_them_says_so(files, tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "object.pt", build_model("tiny16-32", extras=("pos", "neg"), context="object"))
+    not_this = np.zeros((H, W), np.uint8)
+    not_this[20:50, 30:50] = 255  # over the stroke's neighbourhood: the answer may not reach it
+    imsave(tmp_path / "not_this.png", not_this, check_contrast=False)
+    image, stroke = imread(files["image"]), imread(files["stroke"])
+    for name, expected in (
+        ("stroke", engine.refine(image, stroke, negative=not_this, model=ckpt, device="cpu", threshold=0.01)),
+        ("labels", engine.refine_labels(image, imread(files["labels"]), negative=not_this, model=ckpt, device="cpu")),
+    ):
+        out = tmp_path / f"{name}-out.png"
+        argv = ["refine", str(files["image"]), str(files[name]), "-o", str(out), "--model", str(ckpt)]
+        threshold = ["--threshold", "0.01"] if name == "stroke" else []
+        assert main([*argv, "--device", "cpu", "--negative", str(tmp_path / "not_this.png"), *threshold]) == 0
+        written = imread(out)
+        np.testing.assert_array_equal(written != 0, expected != 0)
+        assert not written[not_this != 0].any()
+    assert engine.refine(image, stroke, model=ckpt, device="cpu", threshold=0.01)[not_this != 0].any()
+
+    plain = save_checkpoint(tmp_path / "plain.pt", build_model("tiny16-32"))  # extras ("pos",)
+    argv = ["refine", str(files["image"]), str(files["stroke"]), "-o", str(tmp_path / "x.png"), "--model", str(plain)]
+    assert main([*argv, "--negative", str(tmp_path / "not_this.png")]) == 2
+    assert "takes no negative" in capsys.readouterr().err
+
+
 def test_refine_rough_with_a_stroke_model_says_it_takes_no_rough_mask(files, checkpoint, tmp_path, capsys):
     argv = ["refine", str(files["image"]), str(files["stroke"]), "-o", str(tmp_path / "m.png"), "--rough"]
     assert main([*argv, "--model", str(checkpoint), "--device", "cpu"]) == 2

@@ -33,6 +33,13 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
         help="the stroke file holds rough masks of the whole objects (painted edge to edge, a filled lasso), not "
         "strokes inside them: their edges are moved to the objects'",
     )
+    parser.add_argument(
+        "--negative",
+        type=Path,
+        help='"not this" strokes: a mask (nonzero pixels) of what belongs to none of the objects, lined up with '
+        "the image; needs a model with a 'neg' input (default). With several ids each id's strokes are also the "
+        'other objects\' "not this"',
+    )
     _add_model_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold in [0, 1) (default 0.5)")
 
@@ -57,8 +64,17 @@ def run_refine(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in _MASK_SUFFIXES:
         raise ValueError(f"output must end in one of {_MASK_SUFFIXES} (lossless), got {args.output.name!r}")
     image, stroke = _read(args.image), _read(args.stroke)
+    negative = None if args.negative is None else _read(args.negative)
+    if negative is not None and negative.ndim == 3:  # a painted RGB(A) file: any channel set marks the pixel
+        negative = negative.any(axis=2)
     ids = np.unique(stroke[stroke != 0])
-    options = {"rough": args.rough, "model": args.model, "device": args.device, "threshold": args.threshold}
+    options = {
+        "rough": args.rough,
+        "negative": negative,
+        "model": args.model,
+        "device": args.device,
+        "threshold": args.threshold,
+    }
     start = time.perf_counter()
     if ids.size <= 1:
         result = refine(image, stroke, **options).astype(np.uint8) * 255

@@ -774,6 +774,7 @@ def refine(
     stroke: Any,
     *,
     rough: bool = False,
+    negative: Any = None,
     model: ModelLike = "default",
     device: str = "auto",
     threshold: float = 0.5,
@@ -781,10 +782,13 @@ def refine(
     """Boolean H×W mask of the object under a 2D stroke (nonzero = stroke) on a 2D image.
 
     With ``rough`` the "stroke" is a rough mask of the whole object (``Refiner.predict(prior=...)``).
+    ``negative``: "not this" strokes (nonzero pixels), as :meth:`Refiner.predict` takes them.
     """
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
-    return refiner.predict(prior=stroke) if rough else refiner.predict(stroke)
+    if rough:
+        return refiner.predict(prior=stroke, negative=negative)
+    return refiner.predict(stroke, negative=negative)
 
 
 def refine_labels(
