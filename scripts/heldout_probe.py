@@ -166,8 +166,10 @@ def neighbour_strokes(source: CocoInstances, inst: Instance) -> np.ndarray | Non
     """A human-like scribble on each other object of ``inst``'s image (16 px or more), seeded by its annotation id."""
     coco, out = source.coco, np.zeros_like(inst.mask)
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=[inst.image_id])):
+        if ann["id"] == inst.ann_id:
+            continue
         mask = coco.annToMask(ann).astype(bool)
-        if ann["id"] != inst.ann_id and mask.sum() >= 16:
+        if mask.sum() >= 16:
             out |= human_scribble_stroke(mask, np.random.default_rng([0, ann["id"]]))
     return out if out.any() else None
 

@@ -145,12 +145,11 @@ def make_prompt(inst: Instance, protocol: str, seed: int, others: np.ndarray | N
                 f"acdc-scribbles); annotation {inst.ann_id} has none"
             )
         negative = inst.negative_scribble
-        if protocol != REAL_ALL or others is None or not (others & ~inst.scribble).any():
-            others = None
+        others = others & ~inst.scribble if protocol == REAL_ALL and others is not None else None
         return Prompt(
             stroke=inst.scribble,
             negative=negative if negative is not None and negative.any() else None,
-            others=None if others is None else others & ~inst.scribble,
+            others=others if others is not None and others.any() else None,
         )
     if protocol == BOX:
         return Prompt(box=jittered_box(inst.mask, rng))

@@ -87,14 +87,14 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
         wanted |= {k for k in negatives if np.any(previous == k)}
     if drawn.ids is not None:
         wanted &= drawn.ids
-    others = strokes_exclude_each_other(refiner.spec) and not rough
+    painted = drawn.objects != 0 if strokes_exclude_each_other(refiner.spec) and not rough else None
     out = {}
     for k in sorted(wanted):
         stroke = drawn.objects == k
         negative = negatives.get(k)
-        if others and np.any(drawn.objects[~stroke]):
-            painted = (drawn.objects != 0) & ~stroke
-            negative = painted if negative is None else negative | painted
+        others = None if painted is None else painted & ~stroke
+        if others is not None and others.any():
+            negative = others if negative is None else negative | others
         before = previous == k if previous is not None and np.any(previous == k) else None
         box = drawn.boxes.get(k)
         prior = None
