@@ -55,7 +55,7 @@ from training.config import load_config
 from training.dataset import open_sources, split_items
 from training.baselines import grabcut, random_walker
 from training.evaluate import evaluate
-from training.noc import interact, interact_clicks, model_method, noc
+from training.noc import interact, interact_clicks, model_click_method, model_method, noc
 
 CONFIG = Path(__file__).resolve().parents[1] / "training" / "configs" / "default.toml"
 
@@ -129,7 +129,7 @@ def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
 
 def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
     def figures(source: CocoInstances, item: int, inst) -> list[float]:
-        curve = interact_clicks(model_method(refiner), inst.mask, rounds)[0]
+        curve = interact_clicks(model_click_method(refiner), inst.mask, rounds)[0]
         return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
 
     _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)

@@ -14,7 +14,16 @@ from napari_segmentello.models import build_model
 from napari_segmentello.strokes import first_click, points_to_stroke
 from training import noc as noc_module
 from training.baselines import grabcut
-from training.noc import clicks_to_strokes, interact, interact_clicks, noc, parse_targets, summarize, target_key
+from training.noc import (
+    clicks_to_strokes,
+    drawn_clicks,
+    interact,
+    interact_clicks,
+    noc,
+    parse_targets,
+    summarize,
+    target_key,
+)
 from training.report import splice
 
 
@@ -124,7 +133,7 @@ def test_clicks_start_at_the_deepest_pixel_and_follow_the_methods_own_errors():
             out[15:45, 42:69] = True
         return out
 
-    ious, clicks = interact_clicks(method, gt, 4)
+    ious, clicks = interact_clicks(drawn_clicks(method, gt.shape), gt, 4)
     assert len(ious) == 4 and clicks[0] == first_click(gt)
     np.testing.assert_array_equal(calls[0][0], points_to_stroke(np.array([clicks[0][:2]], float), gt.shape))
     row, col, positive = clicks[1]
@@ -137,7 +146,7 @@ def test_clicks_start_at_the_deepest_pixel_and_follow_the_methods_own_errors():
 
 def test_a_perfect_mask_ends_the_clicking():
     gt = _square_scene()
-    ious, clicks = interact_clicks(lambda pos, neg, prev: gt.copy(), gt, 5)
+    ious, clicks = interact_clicks(lambda clicks, prev: gt.copy(), gt, 5)
     assert ious == [1.0] * 5 and len(clicks) == 1
 
 

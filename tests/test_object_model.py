@@ -187,6 +187,40 @@ def test_negative_strokes_outside_the_first_window_change_the_answer():
     assert any(b[:, NEG].any() for b in oracle.batches), "the network never saw the negative stroke"
 
 
+class Bright(Oracle):
+    """Bright is object; it sees the "not this" channel but ignores it, so only the engine's rule removes pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.clone())
+        return 40.0 * x[:, :1]
+
+
+def test_a_negative_click_holds_out_its_pixel_and_a_painted_negative_all_of_it():
+    """A click marks a point: its disc reaches the network, but only the clicked pixel is kept out of the answer."""
+    image = _disc((300, 300), (150, 150), 60)
+    stroke = np.zeros(image.shape, bool)
+    stroke[150, 140:160] = True
+    click = (150, 208)  # 2 px inside the edge, as on a thin false-positive rim: its disc reaches farther in
+    disc = _disc(image.shape, click, 4.5)
+    kept = disc & image
+    kept[click] = False
+    assert kept.sum() > 20
+    network = Bright()
+    refiner = Refiner(network)
+    refiner.set_image(image.astype(np.float32))
+
+    painted = refiner.predict(stroke, negative=disc)
+    assert not painted[disc].any()
+    network.batches.clear()
+    clicked = refiner.predict(stroke, clicks=[(*click, 0)])
+    assert clicked[kept].all() and not clicked[click]
+    assert any(b[:, NEG].sum() > 1 for b in network.batches), "the network never saw the click's disc"
+    with_positive = refiner.predict(clicks=[(150, 150, 1), (*click, 0)])
+    np.testing.assert_array_equal(with_positive, clicked)
+    with pytest.raises(ValueError, match=r"clicks must be an \(N, 3\) array"):
+        refiner.predict(stroke, clicks=[click])
+
+
 def test_what_is_painted_as_one_object_is_no_part_of_another():
     """Label ids are distinct objects: each id's strokes are the others' "not this", in the input and the answer."""
     image = _disc((300, 300), (150, 150), 80)  # one bright region under both objects: the oracle cannot split it

@@ -336,6 +336,17 @@ def test_random_clicks_are_click_discs_inside_the_object():
     assert set(counts) >= {1, 2, 3}
 
 
+def test_click_masks_split_clicks_into_discs_and_the_negative_clicks_own_pixels():
+    shape = (60, 70)
+    pos, neg, points = strokes.click_masks([(10, 10, 1), (30, 40, 0), (50, 12, True), (80, 5, 0)], shape)
+    np.testing.assert_array_equal(pos, strokes.points_to_stroke(np.array([[10.0, 10.0], [50.0, 12.0]]), shape))
+    np.testing.assert_array_equal(neg, strokes.points_to_stroke(np.array([[30.0, 40.0]]), shape))  # off-canvas: none
+    assert np.argwhere(points).tolist() == [[30, 40]]
+    assert not any(m.any() for m in strokes.click_masks(np.zeros((0, 3)), shape))
+    with pytest.raises(ValueError, match=r"\(N, 3\) array of \(row, col, positive\)"):
+        strokes.click_masks([(1, 2)], shape)
+
+
 def _record_array_sizes(monkeypatch) -> list[int]:
     """Sizes of every array handed to a distance transform or a shortest-path search (skimage's included)."""
     sizes: list[int] = []

@@ -24,7 +24,7 @@ from napari_segmentello._qt import finetune as qt_finetune
 from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.controller import ERASE_ID
 from napari_segmentello._qt.finetune import FinetuneDialog
-from napari_segmentello._qt.refine import Drawn, refine_job
+from napari_segmentello._qt.refine import Drawn, own_clicks, refine_job
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.engine import Refiner, list_models, load_model
 from napari_segmentello.models import build_model, get_spec
@@ -63,9 +63,10 @@ def spy(monkeypatch):
     calls: dict[str, list] = {"proba": [], "labels": []}
     proba, labels = Refiner.predict_proba, Refiner.predict_labels
 
-    def spy_proba(self, stroke=None, *, box=None, negative=None, previous=None, prior=None):
-        calls["proba"].append({"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior})
-        return proba(self, stroke, box=box, negative=negative, previous=previous, prior=prior)
+    def spy_proba(self, stroke=None, *, clicks=None, box=None, negative=None, previous=None, prior=None):
+        call = {"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior}
+        calls["proba"].append(call | {"clicks": clicks})
+        return proba(self, stroke, clicks=clicks, box=box, negative=negative, previous=previous, prior=prior)
 
     def spy_labels(self, plane, *, boxes=None, rough=False, negative=None):
         calls["labels"].append(np.array(plane))
@@ -107,6 +108,22 @@ def test_assign_negatives_by_overlap_then_nearest_object():
     assert negatives[1].sum() == 2 and negatives[1][2, 12:14].all()
     assert ql.assign_negatives(np.zeros_like(objects), erase, None) == {}
     assert ql.assign_negatives(objects, np.zeros_like(erase), previous) == {}
+
+
+def test_an_objects_erase_clicks_go_as_points_and_its_painted_erase_strokes_as_pixels():
+    shape = (40, 40)
+    painted = np.zeros(shape, bool)
+    painted[5:8, 5:30] = True
+    clicks = np.array([[20.0, 20.0], [35.0, 35.0]])  # the second belongs to another object
+    discs = points_to_stroke(clicks, shape)
+    drawn = Drawn(np.zeros(shape, np.uint8), painted | discs, None, None, {}, False, clicks, painted)
+    mine = painted | points_to_stroke(clicks[:1], shape)
+    negative, points = own_clicks(mine, drawn)
+    np.testing.assert_array_equal(negative, painted)
+    np.testing.assert_array_equal(points, [[20, 20, 0]])
+    negative, points = own_clicks(points_to_stroke(clicks[:1], shape), drawn)
+    assert negative is None and len(points) == 1
+    assert own_clicks(painted, drawn) == (painted, None)
 
 
 def test_layer_plumbing_for_clicks_stacks_and_finetuning():
@@ -317,9 +334,10 @@ def test_click_mode_clicks_are_disc_strokes(setup, qtbot, sample, spy):
     clicks.add(wrong)
     assert clicks.features[ql.CLICK_LABEL].tolist() == [1, 1, 1, 3, 3, 3, ERASE]
     run_refine(qtbot, widget)
-    negatives = [c["negative"] for c in spy["proba"] if c["negative"] is not None]
-    assert len(negatives) == 1
-    np.testing.assert_array_equal(negatives[0], points_to_stroke(wrong[None], image.shape))
+    # the erase click reaches its object as a point (only its own pixel is held out), not as a painted disc
+    assert all(c["negative"] is None for c in spy["proba"])
+    (clicked,) = [c["clicks"] for c in spy["proba"] if c["clicks"] is not None]
+    np.testing.assert_array_equal(clicked, [[*wrong, 0]])
     assert set(np.unique(out.data)) == {0, 1, 3}
     assert iou(reference == 3, out.data == 3) > MIN_IOU
 

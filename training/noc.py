@@ -6,14 +6,16 @@ Two protocols, each method correcting its *own* errors:
   object pixel farthest from its boundary (:func:`~napari_segmentello.strokes.first_click`),
   each next click at the pixel farthest from the boundary of the larger error region,
   positive in missed object, negative in false positive (:func:`~napari_segmentello.strokes.next_click`).
-  Clicks are discs (:func:`~napari_segmentello.strokes.points_to_stroke`); positive ones
-  accumulate into the stroke, negative ones into the negative mask. No randomness.
+  The model is given the clicks as points (``Refiner.predict(clicks=...)``, as the widget
+  gives them: discs for the network, only a negative click's own pixel held out of the
+  answer); GrabCut as discs (:func:`~napari_segmentello.strokes.points_to_stroke`), positive
+  ones sure foreground, negative ones sure background. No randomness.
 - a stroke protocol (default ``scribble``, our own): round 1 is one simulated stroke
   (seeded by (seed, annotation id), the same for every method); every later round adds
   corrective clicks (:func:`~napari_segmentello.strokes.correction_strokes`: one in the
   largest missed region, one in the largest false positive).
 
-The model is asked ``Refiner.predict(all_pos, negative=all_neg, previous=its_last_mask)``
+In the stroke protocol the model is asked ``Refiner.predict(all_pos, negative=all_neg, previous=its_last_mask)``
 (prompts its recipe has no channel for are left out); GrabCut is re-run from the same
 kind of accumulated prompts as sure foreground/background
 (:func:`training.baselines.grabcut`).
@@ -59,6 +61,8 @@ Click = tuple[int, int, bool]  # (row, col, positive)
 
 # (positive strokes so far, negative strokes so far, the method's last mask or None) -> new mask
 Method = Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+# (the clicks so far, the method's last mask or None) -> new mask
+ClickMethod = Callable[[Sequence[Click], np.ndarray | None], np.ndarray]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +124,25 @@ def model_method(refiner: Refiner) -> Method:
     return predict
 
 
+def model_click_method(refiner: Refiner) -> ClickMethod:
+    """The refiner given the clicks as points (``Refiner.predict(clicks=...)``), as the widget gives them.
+
+    Its negative clicks are dropped when its recipe has no 'neg' channel, like ``model_method``'s.
+    """
+    extras = set(refiner.spec.extras)
+
+    def predict(clicks: Sequence[Click], prev: np.ndarray | None) -> np.ndarray:
+        given = [c for c in clicks if c[2] or "neg" in extras]
+        return refiner.predict(clicks=given, previous=prev if "prev" in extras else None)
+
+    return predict
+
+
+def drawn_clicks(method: Method, shape: tuple[int, int]) -> ClickMethod:
+    """A stroke method given the clicks drawn as discs (``clicks_to_strokes``): how GrabCut takes them."""
+    return lambda clicks, prev: method(*clicks_to_strokes(clicks, shape), prev)
+
+
 def grabcut_method(image: np.ndarray, margin: float) -> Method:
     """GrabCut as a NoC method: re-run from the prompts each round (negatives sure background), last mask unused."""
     return lambda pos, neg, prev: grabcut(image, pos, negative=neg, margin=margin)
@@ -132,7 +155,7 @@ def clicks_to_strokes(clicks: Sequence[Click], shape: tuple[int, int]) -> tuple[
     return points_to_stroke(pos, shape), points_to_stroke(neg, shape)
 
 
-def interact_clicks(method: Method, gt: np.ndarray, rounds: int) -> tuple[list[float], list[Click]]:
+def interact_clicks(method: ClickMethod, gt: np.ndarray, rounds: int) -> tuple[list[float], list[Click]]:
     """IoU after each of ``rounds`` clicks of the standard protocol on this method's own errors, and the clicks.
 
     Once a mask is perfect there is nothing left to click: later rounds keep its IoU.
@@ -145,8 +168,7 @@ def interact_clicks(method: Method, gt: np.ndarray, rounds: int) -> tuple[list[f
                 ious.append(ious[-1])
                 continue
             clicks.append(click)
-        pos, neg = clicks_to_strokes(clicks, gt.shape)
-        pred = method(pos, neg, pred)
+        pred = method(clicks, pred)
         ious.append(iou(gt, pred))
     return ious, clicks
 
@@ -233,7 +255,7 @@ def evaluate(
     refiner: Refiner, instances: CocoInstances, indices: list[int], *, protocol: str, rounds: int, seed: int
 ) -> list[dict[str, Any]]:
     """Per-object records with each method's IoU per round (and, for the click protocol, its clicks)."""
-    model = model_method(refiner)
+    model, clicker = model_method(refiner), model_click_method(refiner)
     records, image_id = [], None
     for index in tqdm(indices, desc="objects"):
         inst = instances[index]
@@ -243,7 +265,8 @@ def evaluate(
         methods = {MODEL: model, GRABCUT: grabcut_method(inst.image, refiner.spec.roi_margin)}
         record = {"image_id": inst.image_id, "ann_id": inst.ann_id, "area": int(inst.mask.sum())}
         if protocol == CLICKS:
-            sessions = {name: interact_clicks(method, inst.mask, rounds) for name, method in methods.items()}
+            clickers = {MODEL: clicker, GRABCUT: drawn_clicks(methods[GRABCUT], inst.mask.shape)}
+            sessions = {name: interact_clicks(method, inst.mask, rounds) for name, method in clickers.items()}
             record["iou"] = {name: ious for name, (ious, _) in sessions.items()}
             record["clicks"] = {
                 name: [[int(r), int(c), bool(p)] for r, c, p in cl] for name, (_, cl) in sessions.items()

@@ -217,7 +217,9 @@ def clicks_block(files: list[Path]) -> list[str]:
     lines = [
         "The standard protocol (RITM, SimpleClick, SAM): click 1 at the object pixel farthest from its boundary, "
         "each next click at the pixel farthest from the boundary of the larger error region (positive in missed "
-        "object, negative in false positive), each method clicking on its own errors; clicks are discs. NoC@t is "
+        "object, negative in false positive), each method clicking on its own errors. Clicks are discs; the model "
+        "holds out of its answer only a negative click's own pixel (its disc may reach into the object), GrabCut "
+        "takes negative discs as sure background. NoC@t is "
         f"the mean number of clicks to reach IoU t, a failure (not reached in {runs[0]['rounds']}) counting as "
         f"{runs[0]['rounds']}; IoU@k is the mean IoU after k clicks.",
         "",

@@ -47,6 +47,7 @@ from napari_segmentello.roi import (
     stroke_bbox,
 )
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
+from napari_segmentello.strokes import click_masks
 
 __all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
 
@@ -249,11 +250,18 @@ def _within_reach(window: _Window, labels: np.ndarray, box: tuple[slice, slice],
     return _Window(roi, window.prob * keep)
 
 
-def _excluding(window: _Window, not_this: Any) -> _Window:
-    """``window`` with no probability on its object's "not this" pixels, wherever they were painted."""
-    if not_this is None:
+def _excluding(window: _Window, excluded: Any) -> _Window:
+    """``window`` with no probability on its object's certain "not this" pixels, wherever they were painted."""
+    if excluded is None:
         return window
-    return _Window(window.roi, np.where(crop(not_this, window.roi) != 0, 0, window.prob).astype(np.float32))
+    return _Window(window.roi, np.where(crop(excluded, window.roi) != 0, 0, window.prob).astype(np.float32))
+
+
+def _either(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    """The union of two optional masks (None when both are absent)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return (a != 0) | (b != 0)
 
 
 def takes_rough_masks(spec: Any) -> bool:
@@ -362,6 +370,7 @@ class _Object:
     earlier: Any = None  # H×W bool-like: an answer under correction or a prior; None: absent
     earlier_box: Extent | None = None
     not_this: Any = None  # H×W bool-like: pixels that are not this object (its negative); None: absent
+    excluded: Any = None  # the certain part of not_this, kept out of the answer (clicks' discs are not)
 
     def extent(self) -> Extent:
         """Where the prompts are (:func:`roi.prompt_extent`)."""
@@ -410,7 +419,14 @@ class Refiner:
         self._image, self._image_shape = view, tuple(np.shape(image))
 
     def predict(
-        self, stroke: Any = None, *, box: Any = None, negative: Any = None, previous: Any = None, prior: Any = None
+        self,
+        stroke: Any = None,
+        *,
+        clicks: Any = None,
+        box: Any = None,
+        negative: Any = None,
+        previous: Any = None,
+        prior: Any = None,
     ) -> np.ndarray:
         """Boolean H×W mask of one object: under ``stroke`` (all its nonzero pixels) and/or inside ``box``.
 
@@ -421,28 +437,43 @@ class Refiner:
         the image agrees: an object-aware model refines the prior itself, in a window around it
         (no pass 1). Give one of the two. A prior alone is a rough mask: its core
         (:func:`seeds.seed_from_mask` by ``seeds.ROUGH_EROSION``) is then the stroke.
+
+        ``clicks`` ((N, 3) ``(row, col, positive)``) are points: a positive click joins the stroke
+        as a disc, a negative one is a "not this" disc for the network. ``negative`` pixels never
+        join the answer; of a negative click only the clicked pixel is held out so, as its disc
+        may reach into the object (``strokes.click_masks``).
         """
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
-        for _, window in self._one(stroke, box, negative, previous, prior):
+        for _, window in self._one(stroke, box, negative, previous, prior, clicks):
             paste(out, window.prob > self.threshold, window.roi)
         return out
 
     def predict_proba(
-        self, stroke: Any = None, *, box: Any = None, negative: Any = None, previous: Any = None, prior: Any = None
+        self,
+        stroke: Any = None,
+        *,
+        clicks: Any = None,
+        box: Any = None,
+        negative: Any = None,
+        previous: Any = None,
+        prior: Any = None,
     ) -> np.ndarray:
         """float32 H×W object probability (0 outside the object's final window); arguments as :meth:`predict`."""
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), np.float32)
-        for _, window in self._one(stroke, box, negative, previous, prior):
+        for _, window in self._one(stroke, box, negative, previous, prior, clicks):
             paste(out, window.prob, window.roi)
         return out
 
-    def _one(self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any) -> list[tuple[Any, _Window]]:
+    def _one(
+        self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any, clicks: Any = None
+    ) -> list[tuple[Any, _Window]]:
         """The windows of a single object given by a stroke, a box or both, or by a rough mask (a prior alone)."""
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
+        stroke, negative, hint = self._with_clicks(stroke, negative, clicks)
         if stroke is None and box is None and prior is None:
             raise ValueError(
-                "give a stroke (or clicks drawn as a stroke), a box or a rough mask: predict(stroke) / "
+                "give a stroke, clicks, a box or a rough mask: predict(stroke) / predict(clicks=...) / "
                 "predict(box=...) / predict(prior=mask)"
             )
         if previous is not None and prior is not None:
@@ -451,14 +482,34 @@ class Refiner:
             )
         boxes = None if box is None else {None: box}
         if stroke is None and prior is not None:  # a rough mask: its core is the stroke
-            return self._rough_windows(self._frame(prior, "prior"), merge=True, negative=negative, boxes=boxes)
+            return self._rough_windows(
+                self._frame(prior, "prior"), merge=True, negative=negative, boxes=boxes, hint=hint
+            )
         if stroke is None:
             stroke = np.zeros(self._image.shape[:2], bool)
         stroke = self._frame(stroke, "stroke")
         earlier = prior if prior is not None else previous
         return self._windows(
-            stroke, merge=True, negative=negative, previous=earlier, boxes=boxes, keep_previous=prior is not None
+            stroke,
+            merge=True,
+            negative=negative,
+            previous=earlier,
+            boxes=boxes,
+            keep_previous=prior is not None,
+            hint=hint,
         )
+
+    def _with_clicks(self, stroke: Any, negative: Any, clicks: Any) -> tuple[Any, Any, np.ndarray | None]:
+        """``(stroke, negative, hint)`` with ``clicks`` drawn in: positive discs join the stroke, negative
+        clicks' pixels the negative, and their discs are the hint (shown to the network, not held out)."""
+        if clicks is None:
+            return stroke, negative, None
+        pos, discs, points = click_masks(clicks, self._image.shape[:2])
+        if pos.any():
+            stroke = pos if stroke is None else (self._frame(stroke, "stroke") != 0) | pos
+        if not discs.any():
+            return stroke, negative, None
+        return stroke, _either(None if negative is None else self._frame(negative, "negative"), points), discs
 
     def predict_labels(
         self, labels: Any, *, boxes: dict[int, Any] | None = None, rough: bool = False, negative: Any = None
@@ -484,18 +535,24 @@ class Refiner:
         return _assigned(windows, labels.shape, labels.dtype, self.threshold)
 
     def _rough_windows(
-        self, labels: np.ndarray, *, merge: bool, negative: Any = None, boxes: dict[Any, Any] | None = None
+        self,
+        labels: np.ndarray,
+        *,
+        merge: bool,
+        negative: Any = None,
+        boxes: dict[Any, Any] | None = None,
+        hint: np.ndarray | None = None,
     ) -> list[tuple[Any, _Window]]:
         """Rough masks refined ``ROUGH_ROUNDS`` times, each round's answers the next round's rough masks.
 
         An object whose answer came out empty (or lost to its neighbours) keeps its last windows.
         """
-        windows = self._windows(labels, merge=merge, negative=negative, boxes=boxes, rough=True)
+        windows = self._windows(labels, merge=merge, negative=negative, boxes=boxes, rough=True, hint=hint)
         for _ in range(ROUGH_ROUNDS - 1):
             answers = _assigned(windows, labels.shape, bool if merge else labels.dtype, self.threshold)
             if not answers.any():
                 break
-            again = dict(self._windows(answers, merge=merge, negative=negative, boxes=boxes, rough=True))
+            again = dict(self._windows(answers, merge=merge, negative=negative, boxes=boxes, rough=True, hint=hint))
             windows = [(value, again.get(value, window)) for value, window in windows]
         regions = dict(_objects(labels, merge=merge))
         return [
@@ -544,12 +601,15 @@ class Refiner:
         boxes: dict[Any, Any] | None = None,
         keep_previous: bool = False,
         rough: bool = False,
+        hint: np.ndarray | None = None,
     ) -> list[tuple[Any, _Window]]:
         """Every object's final probability window, by the model's context rule.
 
-        ``keep_previous``: ``previous`` is a prior; ``rough``: each object's ``labels`` pixels are its prior.
+        ``keep_previous``: ``previous`` is a prior; ``rough``: each object's ``labels`` pixels are its prior;
+        ``hint``: "not this" pixels the network is shown but the answer may keep (negative clicks' discs).
         """
         neg, prev = self._prompt(negative, "negative", "neg"), self._prompt(previous, "previous", "prev")
+        hint = self._prompt(hint, "negative click", "neg")
         if boxes and "box" not in self.spec.extras:
             raise ValueError(
                 f"this model takes no box: its input recipe is image + {list(self.spec.extras)}; "
@@ -561,13 +621,13 @@ class Refiner:
                 f"recipe is image + {list(self.spec.extras)}; paint strokes inside the objects instead"
             )
         if self.spec.context == "object":
-            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg)
+            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg, hint)
             windows = self._object_windows(objects, keep_previous or rough)
             if not (keep_previous or rough):
                 windows = self._with_left_out(objects, windows)
-            not_this = {o.value: o.not_this for o in objects}
-            return [(value, _excluding(window, not_this[value])) for value, window in windows]
-        return self._stroke_windows(labels, merge=merge, neg=neg, prev=prev)
+            excluded = {o.value: o.excluded for o in objects}
+            return [(value, _excluding(window, excluded[value])) for value, window in windows]
+        return self._stroke_windows(labels, merge=merge, neg=_either(neg, hint), prev=prev)
 
     def _with_left_out(self, objects: list[_Object], windows: list[tuple[Any, _Window]]) -> list[tuple[Any, _Window]]:
         """Each stroke part (a click, a separate stroke) that its object's answer left out, refined alone and joined in.
@@ -624,7 +684,7 @@ class Refiner:
                 continue
             placed = _Placed(parts[pr, pc] == k, y0 + pr.start, x0 + pc.start, shape)
             extent = (y0 + pr.start, y0 + pr.stop, x0 + pc.start, x0 + pc.stop)
-            out.append(_Object(obj.value, placed, extent, None, not_this=obj.not_this))
+            out.append(_Object(obj.value, placed, extent, None, not_this=obj.not_this, excluded=obj.excluded))
         return out
 
     def _object_prompts(
@@ -635,12 +695,15 @@ class Refiner:
         prev: np.ndarray | None,
         rough: bool,
         neg: np.ndarray | None,
+        hint: np.ndarray | None = None,
     ) -> list[_Object]:
         """The objects to refine: each label id (or the merged stroke) and each boxed id, ascending.
 
         Each gets ``prev`` as its earlier mask or, when ``rough``, its own pixels (and their core as its stroke);
-        its "not this" is ``neg``, with the other ids' strokes when they are strokes and the model takes a 'neg'.
+        its "not this" is ``neg``, with the other ids' strokes when they are strokes and the model takes a 'neg',
+        and the network is also shown ``hint`` (kept out of ``excluded``, the pixels the answer may not hold).
         """
+        shown = _either(neg, hint)
         regions = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
         seeds = _seeds(labels, regions) if rough else labels
         checked = {k: check_box(b, labels.shape) for k, b in boxes.items()}
@@ -656,8 +719,9 @@ class Refiner:
                 earlier, earlier_box = _Selected(labels, value), extent
             else:
                 earlier, earlier_box = prev, prev_box
-            not_this = _NotThis(labels, value, neg) if others else neg
-            objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box, not_this))
+            not_this = _NotThis(labels, value, shown) if others else shown
+            excluded = not_this if hint is None else (_NotThis(labels, value, neg) if others else neg)
+            objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box, not_this, excluded))
         return objects
 
     def _object_windows(self, objects: list[_Object], keep_previous: bool = False) -> list[tuple[Any, _Window]]:

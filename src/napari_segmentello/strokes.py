@@ -802,3 +802,21 @@ def points_to_stroke(points: np.ndarray, shape: tuple[int, int], radius: float =
         stroke[disk(tuple(center), radius, shape=(h, w))] = True
         stroke[tuple(pixel)] = True  # a sub-pixel radius still marks the clicked pixel
     return stroke
+
+
+def click_masks(clicks: object, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(positive discs, negative discs, negative points)``: bool H×W masks of ``(row, col, positive)`` clicks.
+
+    A click marks a point; its disc (``points_to_stroke``) is how the network was trained to
+    see it. So only the clicked pixel of a negative click is certain "not this": its disc can
+    reach into the object when the click lands on a thin false-positive rim.
+    """
+    arr = np.asarray(clicks, dtype=float)
+    if arr.size == 0:
+        arr = arr.reshape(0, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"clicks must be an (N, 3) array of (row, col, positive), got shape {arr.shape}")
+    positive = arr[:, 2] != 0
+    pos, neg = points_to_stroke(arr[positive, :2], shape), points_to_stroke(arr[~positive, :2], shape)
+    points = points_to_stroke(arr[~positive, :2], shape, radius=0.5)
+    return pos, neg, points

@@ -4,7 +4,8 @@ Each box (see :mod:`.boxes`) is one object, alone or with strokes and clicks of 
 With *rough masks* on, each id's painted pixels are a rough mask of the whole object
 (painted edge to edge, or a filled lasso) rather than a stroke inside it: the engine's ``prior``.
 Corrections: each connected erase stroke is the negative of one object (see
-:func:`~napari_segmentello._qt.layers.assign_negatives`), and an object's current result
+:func:`~napari_segmentello._qt.layers.assign_negatives`; an erase click goes to the engine as a
+point, :func:`own_clicks`), and an object's current result
 is its previous mask, when the model takes those inputs; models that don't get the
 strokes alone and a note saying what was left out.
 """
@@ -12,7 +13,7 @@ strokes alone and a note saying what was left out.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ class Drawn:
     ids: set[int] | None  # refine only these objects (refine as I paint), None for all
     boxes: dict[int, Box]  # the boxes on the plane, by object id
     rough: bool = False  # the painted ids are rough masks (priors), not strokes
+    erase_clicks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (N, 2) negative clicks (row, col)
+    erase_painted: np.ndarray | None = None  # bool: the painted part of ``erase`` (None: all of it)
 
 
 def read_drawn(
@@ -51,9 +54,10 @@ def read_drawn(
     """The displayed plane's strokes, clicks and boxes (objects and erase strokes) and its previous result."""
     plane = np.array(strokes.data[index])  # a copy: painting may go on while the worker runs
     clicks = c.layer_named(f"{image.name} clicks", Points)
-    if clicks is not None:
-        for k, points in ql.plane_clicks(clicks, index).items():
-            plane[points_to_stroke(points, plane.shape) & (plane == 0)] = k
+    by_id = ql.plane_clicks(clicks, index) if clicks is not None else {}
+    painted = plane == c.erase_spin.value()
+    for k, points in by_id.items():
+        plane[points_to_stroke(points, plane.shape) & (plane == 0)] = k
     erase = plane == c.erase_spin.value()
     objects = np.where(erase, 0, plane).astype(plane.dtype)
     out = c.layer_named(f"{image.name} refined", Labels)
@@ -62,7 +66,8 @@ def read_drawn(
     boxes = plane_boxes(shapes, index) if shapes is not None else {}
     if boxes and max(boxes) > np.iinfo(plane.dtype).max:
         raise ValueError(f"box id {max(boxes)} does not fit stroke layer {strokes.name!r} ({plane.dtype}): use uint16")
-    return Drawn(objects, erase, previous, ids, boxes, rough)
+    erase_clicks = by_id.get(c.erase_spin.value(), np.zeros((0, 2)))
+    return Drawn(objects, erase, previous, ids, boxes, rough, erase_clicks, painted)
 
 
 def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], list[str]]:
@@ -91,7 +96,7 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
     out = {}
     for k in sorted(wanted):
         stroke = drawn.objects == k
-        negative = negatives.get(k)
+        negative, clicks = own_clicks(negatives[k], drawn) if k in negatives else (None, None)
         others = None if painted is None else painted & ~stroke
         if others is not None and others.any():
             negative = others if negative is None else negative | others
@@ -103,7 +108,26 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
         elif not stroke.any():
             stroke = None if box is not None else seed_from_mask(before)  # seeded as propagation seeds a plane
         out[k] = {"stroke": stroke, "box": box, "negative": negative, "previous": before, "prior": prior}
+        out[k]["clicks"] = clicks
     return out, ignored
+
+
+def own_clicks(negative: np.ndarray, drawn: Drawn) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """An object's negative as its painted "not this" and the negative clicks it holds, as ``(row, col, 0)`` points.
+
+    The engine keeps only a click's own pixel out of the answer: its disc may reach into the object
+    (``strokes.click_masks``). Either is None when there is none.
+    """
+    if not len(drawn.erase_clicks):
+        return negative, None
+    h, w = negative.shape
+    at = np.round(drawn.erase_clicks).astype(int)
+    inside = (at[:, 0] >= 0) & (at[:, 0] < h) & (at[:, 1] >= 0) & (at[:, 1] < w)
+    mine = drawn.erase_clicks[inside][negative[at[inside, 0], at[inside, 1]]]
+    if not len(mine):
+        return negative, None
+    painted = negative if drawn.erase_painted is None else negative & drawn.erase_painted
+    return (painted if painted.any() else None), np.column_stack([mine, np.zeros(len(mine))])
 
 
 def predict_each(refiner: Refiner, prompts: dict[int, dict[str, Any]], drawn: Drawn) -> np.ndarray:
@@ -115,7 +139,12 @@ def predict_each(refiner: Refiner, prompts: dict[int, dict[str, Any]], drawn: Dr
     best = np.zeros(out.shape, np.float32)
     for k, p in prompts.items():  # ascending ids
         prob = refiner.predict_proba(
-            p["stroke"], box=p["box"], negative=p["negative"], previous=p["previous"], prior=p["prior"]
+            p["stroke"],
+            clicks=p["clicks"],
+            box=p["box"],
+            negative=p["negative"],
+            previous=p["previous"],
+            prior=p["prior"],
         )
         claim = (prob > refiner.threshold) & (prob > best)
         out[claim], best[claim] = k, prob[claim]
