@@ -212,6 +212,8 @@ def test_refiner_reuses_preprocessing_and_matches_refine(checkpoint, monkeypatch
     assert len(calls) == 1
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(first, refine(image, bar(), model=checkpoint, device="cpu"))
+    clicks = np.column_stack([np.argwhere(bar()), np.ones(int(bar().sum()))])
+    np.testing.assert_array_equal(refiner.predict(clicks=clicks), refine(image, clicks=clicks, model=checkpoint))
 
 
 def test_negative_and_previous_prompts_reach_their_channels():

@@ -835,24 +835,26 @@ class Refiner:
 
 def refine(
     image: Any,
-    stroke: Any,
+    stroke: Any = None,
     *,
+    clicks: Any = None,
     rough: bool = False,
     negative: Any = None,
     model: ModelLike = "default",
     device: str = "auto",
     threshold: float = 0.5,
 ) -> np.ndarray:
-    """Boolean H×W mask of the object under a 2D stroke (nonzero = stroke) on a 2D image.
+    """Boolean H×W mask of the object under a 2D stroke (nonzero = stroke) and/or clicks on a 2D image.
 
     With ``rough`` the "stroke" is a rough mask of the whole object (``Refiner.predict(prior=...)``).
-    ``negative``: "not this" strokes (nonzero pixels), as :meth:`Refiner.predict` takes them.
+    ``clicks`` ((N, 3) ``(row, col, positive)``) and ``negative`` ("not this" strokes, nonzero pixels)
+    as :meth:`Refiner.predict` takes them.
     """
     refiner = Refiner(model, device, threshold)
     refiner.set_image(image)
     if rough:
-        return refiner.predict(prior=stroke, negative=negative)
-    return refiner.predict(stroke, negative=negative)
+        return refiner.predict(prior=stroke, clicks=clicks, negative=negative)
+    return refiner.predict(stroke, clicks=clicks, negative=negative)
 
 
 def refine_labels(
