@@ -65,7 +65,7 @@ def test_parts_the_answer_touches_and_a_lone_stroke_are_not_asked_again():
     assert net.windows == 2  # pass 1 and pass 2, nothing more: both clicks are on the answer
     net.windows = 0
     answer = refiner.predict(_disc(a.shape, (30, 300), 3))  # on the dark background: an empty answer
-    assert not answer.any() and net.windows == 4  # a lone click's two start windows (Refiner._wider), no more
+    assert not answer.any() and net.windows == 2
 
 
 def test_a_prior_is_kept_as_it_is_given_not_joined_by_left_out_parts():

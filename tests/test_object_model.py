@@ -221,50 +221,6 @@ def test_a_negative_click_holds_out_its_pixel_and_a_painted_negative_all_of_it()
         refiner.predict(stroke, clicks=[click])
 
 
-class Centred(nn.Module):
-    """Bright is object, surer the farther from the window's border and never within a tenth of it: an answer
-    that stays inside its window, as the trained model's does, so pass 1 never grows. Counts its windows."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.spec = SPEC
-        self.windows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.windows += len(x)
-        n = x.shape[-1]
-        edge = torch.arange(n, dtype=x.dtype)
-        edge = torch.minimum(edge, n - 1 - edge) / n
-        depth = torch.minimum(edge[:, None], edge[None, :])
-        return torch.where(x[:, :1] > 0, 4.0 * (depth - 0.1), torch.full_like(x[:, :1], -10.0))
-
-
-def test_a_lone_click_on_a_large_object_is_also_asked_in_a_wider_window(monkeypatch):
-    image = _disc((400, 400), (200, 200), 45)  # 90 px across: more than the click's 64-px start window
-    network = Centred()
-    refiner = Refiner(network)
-    refiner.set_image(image.astype(np.float32))
-    click = [(200, 200, 1)]
-    answer = refiner.predict(clicks=click)
-    assert network.windows == 4  # pass 1 and 2 from each start window
-    monkeypatch.setattr(engine, "LONE_CLICK", 0)  # the rule's window alone
-    alone = refiner.predict(clicks=click)
-    assert _iou(alone, image) < 0.6 < 0.9 < _iou(answer, image)
-
-    small = _disc(image.shape, (200, 200), 15)  # fits the rule's window: kept from it, where the view is finer
-    refiner.set_image(small.astype(np.float32))
-    alone = refiner.predict(clicks=click)
-    monkeypatch.setattr(engine, "LONE_CLICK", 12)
-    network.windows = 0
-    np.testing.assert_array_equal(refiner.predict(clicks=click), alone)
-    assert network.windows == 4
-    line = np.zeros(image.shape, bool)
-    line[200, 195:205] = True  # a short pen line, not a click: one start window
-    network.windows = 0
-    refiner.predict(line)
-    assert network.windows == 2
-
-
 def test_what_is_painted_as_one_object_is_no_part_of_another():
     """Label ids are distinct objects: each id's strokes are the others' "not this", in the input and the answer."""
     image = _disc((300, 300), (150, 150), 80)  # one bright region under both objects: the oracle cannot split it

@@ -45,7 +45,6 @@ from napari_segmentello.roi import (
     roi_from_stroke,
     start_context,
     stroke_bbox,
-    wide_context,
 )
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 from napari_segmentello.strokes import click_masks
@@ -67,7 +66,6 @@ ROUGH_REACH = 0.2
 _BATCH = 64  # windows per forward pass: bounds memory when a labels layer holds hundreds of objects
 _NUMERIC = "biuf"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
-LONE_CLICK = 12  # px: a prompt no larger than this (a click's disc is 9 px across) is a lone click
 
 ModelLike = str | os.PathLike | nn.Module
 
@@ -338,23 +336,6 @@ def _union(a: _Window, b: _Window) -> _Window:
     size = max(size, *(w.roi.x0 + w.roi.size - x0 for w in (a, b)))
     rows, cols = slice(y0, y0 + size), slice(x0, x0 + size)
     return _Window(ROI(y0, x0, size), np.maximum(a.over(rows, cols), b.over(rows, cols)))
-
-
-def _held(window: _Window, pos: Any, threshold: float) -> np.ndarray:
-    """The regions of ``window``'s answer (8-connected) that hold a pixel of the stroke ``pos``."""
-    regions, _ = ndi.label(window.prob > threshold, structure=_EIGHT)
-    held = np.unique(regions[crop(pos, window.roi)])
-    return np.isin(regions, held[held > 0])
-
-
-def _lone_click(obj: _Object) -> bool:
-    """A click and nothing else: no box, no earlier mask, no "not this"; a stroke no larger than a click's disc
-    that fills at least half the square on its longer side, as a disc does and a short pen line does not."""
-    if obj.pos is None or obj.box is not None or obj.earlier is not None or obj.not_this is not None:
-        return False
-    y0, y1, x0, x1 = obj.stroke_box
-    side = max(y1 - y0, x1 - x0)
-    return side <= LONE_CLICK and 2 * np.count_nonzero(obj.pos[y0:y1, x0:x1]) >= side * side
 
 
 def check_box(box: Any, shape: tuple[int, int]) -> Box:
@@ -675,9 +656,12 @@ class Refiner:
     def _part_answer(self, part: _Object, window: _Window) -> _Window | None:
         """What of a left-out part's own answer joins: the regions that hold the part; None if none or if it
         reaches a "not this" pixel. Blobs elsewhere in its window are the window's, not the click's."""
-        if part.not_this is not None and (window.prob > self.threshold)[crop(part.not_this, window.roi) != 0].any():
+        answer = window.prob > self.threshold
+        if part.not_this is not None and answer[crop(part.not_this, window.roi) != 0].any():
             return None
-        keep = _held(window, part.pos, self.threshold)
+        regions, _ = ndi.label(answer, structure=_EIGHT)
+        held = np.unique(regions[crop(part.pos, window.roi)])
+        keep = np.isin(regions, held[held > 0])
         return _Window(window.roi, np.where(keep, window.prob, 0).astype(np.float32)) if keep.any() else None
 
     def _left_out(self, obj: _Object, window: _Window) -> list[_Object]:
@@ -751,40 +735,12 @@ class Refiner:
         rough masks level (coarse 0.807 both, lasso 0.741 -> 0.743), at one forward instead of two.
         Without a prior, pass 2's coarse mask is pass 1's answer: with corrective clicks the earlier
         answer must not be kept (IoU after 5 clicks on coco-mval 0.736 from pass 1's mask, 0.622 kept).
-        A lone click is also asked from a wider start window (:meth:`_wider`).
         """
         if keep_previous:
             return self._focused(objects, [focus_roi(o.extent()) for o in objects], [None] * len(objects))
-        windows = self._coarse_to_fine(objects, [start_context(o.extent()) for o in objects])
-        lone = [i for i, o in enumerate(objects) if _lone_click(o)]
-        if lone:
-            wide = self._coarse_to_fine([objects[i] for i in lone], [wide_context(objects[i].extent()) for i in lone])
-            for i, window in zip(lone, wide, strict=True):
-                windows[i] = self._wider(objects[i], windows[i], window)
-        return windows
-
-    def _wider(self, obj: _Object, narrow: tuple[Any, _Window], wide: tuple[Any, _Window]) -> tuple[Any, _Window]:
-        """A lone click's answer: from the wider start window when it reaches beyond the rule's start window
-        and is surer of itself (the higher mean probability over the regions that hold the click).
-
-        The model's answer stays inside the window it is given, so pass 1 seldom grows (README) and a
-        click on a large object found a part of it. An object that fits the rule's window is kept from
-        it, where the view is finer. Chosen on held-out train images (``scripts/heldout_probe.py clicks
-        --objects 20 --rounds 10``, five-set means, IoU@1 / @5 / @10 / NoC@85): 0.550 / 0.755 / 0.792 /
-        5.76 with the rule's window alone, 0.592 / 0.762 / 0.788 / 5.56 with this (coco-mval 0.284 /
-        0.733 / 0.818 / 5.75 -> 0.426 / 0.786 / 0.819 / 4.70).
-        """
-        held = _held(wide[1], obj.pos, self.threshold)
-        if not held.any() or start_context(obj.extent()).holds(mask_box(held, wide[1].roi)):
-            return narrow
-        kept = _held(narrow[1], obj.pos, self.threshold)
-        sure = narrow[1].prob[kept].mean() if kept.any() else 0.0
-        return wide if wide[1].prob[held].mean() > sure else narrow
-
-    def _coarse_to_fine(self, objects: list[_Object], rois: list[ROI]) -> list[tuple[Any, _Window]]:
-        """Pass 1 from the start windows ``rois`` (grown while the mask runs into an open side), then pass 2."""
         lo, hi = self._range
         shape = self._image.shape[:2]
+        rois = [start_context(o.extent()) for o in objects]
         masks: list[np.ndarray] = [np.zeros(0)] * len(objects)
         active, step = list(range(len(objects))), 0
         while active:

@@ -46,11 +46,6 @@ class ROI:
             slice(xs - self.x0, xe - self.x0),
         )
 
-    def holds(self, box: tuple[int, int, int, int]) -> bool:
-        """Whether the image-pixel box ``(y0, y1, x0, x1)`` (end-exclusive) lies within the window."""
-        y0, y1, x0, x1 = box
-        return self.y0 <= y0 and self.x0 <= x0 and y1 <= self.y0 + self.size and x1 <= self.x0 + self.size
-
     def inside(self, shape: tuple[int, int]) -> np.ndarray:
         """size×size boolean window: True where it covers the image."""
         out = np.zeros((self.size, self.size), bool)
@@ -126,11 +121,6 @@ def prompt_extent(stroke: Extent | None, box: tuple[int, int, int, int] | None, 
 def start_context(prompt_box: tuple[int, int, int, int]) -> ROI:
     """Pass 1's first window around the positive prompts' box."""
     return roi_around(prompt_box, margin=CONTEXT_SCALE, min_size=CONTEXT_MIN)
-
-
-def wide_context(prompt_box: tuple[int, int, int, int]) -> ROI:
-    """A wider first window (margin and minimum doubled): a lone click's second try (``engine``)."""
-    return roi_around(prompt_box, margin=2 * CONTEXT_SCALE, min_size=2 * CONTEXT_MIN)
 
 
 def _covers(roi: ROI, shape: tuple[int, int]) -> bool:
