@@ -33,6 +33,9 @@ frames 1.. and J of the last frame. Camera-like motion only: tests drift, not oc
 other object of its image as "not this" (as ``Refiner.predict_labels`` gives an object-aware model the
 other ids' strokes); GrabCut and the random walker given the same two prompts.
 The held-out images are those of ``training/configs/default.toml`` (its seed and val_fraction).
+The per-object tables (prior, clicks, corrections, coarse, neighbours) end with the mean of the sets' rows
+(the figure README quotes) and its standard error over the objects: at 20 objects per set the click
+protocol's NoC@85 has about ±0.34, so a smaller held-out gain needs more objects before it counts.
 """
 
 from __future__ import annotations
@@ -92,11 +95,13 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
 
 
 def _table(refiner: Refiner, sets, header: str, figures) -> None:
-    """One row per train set: its object count and the mean of ``figures(source, item, inst)``.
+    """One row per train set: its object count and the mean of ``figures(source, item, inst)``; then the mean
+    of the sets' rows (the figure README quotes) and its standard error, so a difference can be judged.
 
     ``figures`` returns a list of figures, or None to skip the object.
     """
     print(f"set | objects | {header}")
+    per_set = []
     for source, items in sets:
         rows, image_id = [], None
         for i in items:
@@ -107,8 +112,21 @@ def _table(refiner: Refiner, sets, header: str, figures) -> None:
             row = figures(source, i, inst)
             if row is not None:
                 rows.append(row)
-        mean = np.mean(rows, axis=0)
+        per_set.append(np.array(rows, float))
+        mean = per_set[-1].mean(axis=0)
         print(f"{source.ann_file.parent.parent.name} | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in mean))
+    mean, error = set_mean(per_set)
+    print(f"mean of sets | {sum(map(len, per_set))} | " + " | ".join(f"{v:.3f}" for v in mean))
+    print("± s.e. | | " + " | ".join(f"{v:.3f}" for v in error))
+
+
+def set_mean(per_set: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of the sets' mean rows (objects × figures each) and its standard error over the objects."""
+    means = np.array([rows.mean(axis=0) for rows in per_set])
+    spread = np.array(
+        [rows.var(axis=0, ddof=1) / len(rows) if len(rows) > 1 else np.zeros(rows.shape[1]) for rows in per_set]
+    )
+    return means.mean(axis=0), np.sqrt(spread.sum(axis=0)) / len(per_set)
 
 
 def probe_prior(refiner: Refiner, sets, erosion: float) -> None:

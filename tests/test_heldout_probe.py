@@ -48,3 +48,13 @@ def test_neighbour_strokes_lie_on_the_images_other_objects(probe, data_root):
     on = np.logical_or.reduce(masks)
     assert (others & on).sum() > 0.9 * others.sum()  # painted over the other nuclei
     assert sum((others & m).any() for m in masks) > len(masks) // 2  # most of them
+
+
+def test_the_mean_of_sets_and_its_standard_error(probe):
+    a = np.array([[0.0, 1.0], [2.0, 3.0]])  # set 1: two objects, two figures
+    b = np.array([[4.0, 5.0], [4.0, 7.0], [4.0, 9.0]])
+    mean, error = probe.set_mean([a, b])
+    np.testing.assert_allclose(mean, [(1 + 4) / 2, (2 + 7) / 2])
+    var_a, var_b = a.var(axis=0, ddof=1) / 2, b.var(axis=0, ddof=1) / 3  # each set mean's variance
+    np.testing.assert_allclose(error, np.sqrt(var_a + var_b) / 2)
+    assert probe.set_mean([a[:1]])[1].tolist() == [0.0, 0.0]  # one object: no spread to measure
