@@ -103,6 +103,27 @@ def test_refine_negative_strokes_reach_the_engine_and_a_model_without_them_says_
     assert "takes no negative" in capsys.readouterr().err
 
 
+def test_refine_clicks_from_a_csv_file(files, tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "object.pt", build_model("tiny16-32", extras=("pos", "neg"), context="object"))
+    (tmp_path / "clicks.csv").write_text("row,col,positive\n33, 40\n# the next one says 'not this'\n33,70,0\n")
+    image = imread(files["image"])
+    expected = engine.refine(image, clicks=[(33, 40, 1), (33, 70, 0)], model=ckpt, device="cpu", threshold=0.01)
+    out = tmp_path / "clicked.png"
+    argv = ["refine", str(files["image"]), "--clicks", str(tmp_path / "clicks.csv"), "-o", str(out)]
+    assert main([*argv, "--model", str(ckpt), "--device", "cpu", "--threshold", "0.01"]) == 0
+    np.testing.assert_array_equal(imread(out) != 0, expected)
+
+    (tmp_path / "bad.csv").write_text("33,40\n33;70\n")
+    assert main([*argv[:3], str(tmp_path / "bad.csv"), *argv[4:], "--model", str(ckpt)]) == 2
+    assert "bad.csv:2: expected 'row,col' or 'row,col,positive' numbers" in capsys.readouterr().err
+    assert main(["refine", str(files["image"]), "-o", str(out), "--model", str(ckpt)]) == 2
+    assert "give a stroke file, --clicks FILE, or both" in capsys.readouterr().err
+    with_labels = [*argv[:2], str(files["labels"]), *argv[2:], "--model", str(ckpt)]
+    assert main(with_labels) == 2
+    assert "--clicks refines one object, but the stroke file holds 2 label ids" in capsys.readouterr().err
+
+
 def test_refine_rough_with_a_stroke_model_says_it_takes_no_rough_mask(files, checkpoint, tmp_path, capsys):
     argv = ["refine", str(files["image"]), str(files["stroke"]), "-o", str(tmp_path / "m.png"), "--rough"]
     assert main([*argv, "--model", str(checkpoint), "--device", "cpu"]) == 2

@@ -25,7 +25,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", type=Path, help="2D image (grayscale or channels last), any format scikit-image reads")
-    parser.add_argument("stroke", type=Path, help="stroke mask or label image (each nonzero id is one object)")
+    parser.add_argument(
+        "stroke",
+        type=Path,
+        nargs="?",
+        help="stroke mask or label image (each nonzero id is one object); optional with --clicks",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output mask/labels (.png, .tif or .tiff)")
     parser.add_argument(
         "--rough",
@@ -39,6 +44,12 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
         help='"not this" strokes: a mask (nonzero pixels) of what belongs to none of the objects, lined up with '
         "the image; needs a model with a 'neg' input (default). With several ids each id's strokes are also the "
         'other objects\' "not this"',
+    )
+    parser.add_argument(
+        "--clicks",
+        type=Path,
+        help="clicks on one object: a CSV file of 'row,col' or 'row,col,positive' lines (positive 1, or 0 for "
+        "'not this'; a header line and '#' comments are skipped), alone or with a one-object stroke",
     )
     _add_model_arguments(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold in [0, 1) (default 0.5)")
@@ -55,6 +66,34 @@ def _read(path: Path) -> np.ndarray:
         raise ValueError(f"cannot read {path} as an image: {exc}") from exc
 
 
+def _numbers(text: str) -> list[float] | None:
+    """The comma-separated numbers of a CSV line, or None if one is not a number."""
+    try:
+        return [float(c) for c in text.split(",")]
+    except ValueError:
+        return None
+
+
+def read_clicks(path: Path) -> np.ndarray:
+    """``(N, 3)`` ``(row, col, positive)`` clicks from a CSV file; a bad line is an error naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    clicks = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        values = _numbers(text)
+        if values is None and number == 1:  # a header line
+            continue
+        if values is None or len(values) not in (2, 3) or not np.isfinite(values).all():
+            raise ValueError(f"{path}:{number}: expected 'row,col' or 'row,col,positive' numbers, got {line!r}")
+        clicks.append(values if len(values) == 3 else [*values, 1.0])
+    if not clicks:
+        raise ValueError(f"{path} holds no clicks: write one 'row,col[,positive]' line per click")
+    return np.array(clicks)
+
+
 def run_refine(args: argparse.Namespace) -> int:
     """One id: a 0/255 mask; several ids: a label image (uint16, or uint32 TIFF for larger ids)."""
     from skimage.io import imsave
@@ -63,11 +102,17 @@ def run_refine(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() not in _MASK_SUFFIXES:
         raise ValueError(f"output must end in one of {_MASK_SUFFIXES} (lossless), got {args.output.name!r}")
-    image, stroke = _read(args.image), _read(args.stroke)
+    if args.stroke is None and args.clicks is None:
+        raise ValueError("give a stroke file, --clicks FILE, or both")
+    image = _read(args.image)
+    stroke = None if args.stroke is None else _read(args.stroke)
+    clicks = None if args.clicks is None else read_clicks(args.clicks)
     negative = None if args.negative is None else _read(args.negative)
     if negative is not None and negative.ndim == 3:  # a painted RGB(A) file: any channel set marks the pixel
         negative = negative.any(axis=2)
-    ids = np.unique(stroke[stroke != 0])
+    ids = np.unique(stroke[stroke != 0]) if stroke is not None else np.zeros(0)
+    if clicks is not None and ids.size > 1:
+        raise ValueError(f"--clicks refines one object, but the stroke file holds {ids.size} label ids")
     options = {
         "rough": args.rough,
         "negative": negative,
@@ -77,7 +122,7 @@ def run_refine(args: argparse.Namespace) -> int:
     }
     start = time.perf_counter()
     if ids.size <= 1:
-        result = refine(image, stroke, **options).astype(np.uint8) * 255
+        result = refine(image, stroke, clicks=clicks, **options).astype(np.uint8) * 255
     else:
         if ids.min() < 0:
             raise ValueError(f"label ids must be positive to be written as a label image, got {ids.min()}")
