@@ -107,8 +107,14 @@ def prompts(refiner: Refiner, drawn: Drawn) -> tuple[dict[int, dict[str, Any]], 
             stroke, prior, before = None, stroke, None
         elif not stroke.any():
             stroke = None if box is not None else seed_from_mask(before)  # seeded as propagation seeds a plane
-        out[k] = {"stroke": stroke, "box": box, "negative": negative, "previous": before, "prior": prior}
-        out[k]["clicks"] = clicks
+        out[k] = {
+            "stroke": stroke,
+            "box": box,
+            "negative": negative,
+            "clicks": clicks,
+            "previous": before,
+            "prior": prior,
+        }
     return out, ignored
 
 
