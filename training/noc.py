@@ -43,10 +43,10 @@ from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
 from napari_segmentello.strokes import (
     PROTOCOLS,
+    click_masks,
     correction_strokes,
     first_click,
     next_click,
-    points_to_stroke,
     simulate_stroke,
 )
 
@@ -149,10 +149,9 @@ def grabcut_method(image: np.ndarray, margin: float) -> Method:
 
 
 def clicks_to_strokes(clicks: Sequence[Click], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(pos, neg)``: the positive clicks' discs and the negative clicks' discs."""
-    pos = np.array([(r, c) for r, c, positive in clicks if positive], float).reshape(-1, 2)
-    neg = np.array([(r, c) for r, c, positive in clicks if not positive], float).reshape(-1, 2)
-    return points_to_stroke(pos, shape), points_to_stroke(neg, shape)
+    """``(pos, neg)``: the positive clicks' discs and the negative clicks' discs (``strokes.click_masks``)."""
+    pos, neg, _ = click_masks(clicks, shape)
+    return pos, neg
 
 
 def interact_clicks(method: ClickMethod, gt: np.ndarray, rounds: int) -> tuple[list[float], list[Click]]:
