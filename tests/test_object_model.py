@@ -56,6 +56,15 @@ def _covers(roi: ROI, mask: np.ndarray) -> bool:
     return roi.y0 <= y0 and roi.x0 <= x0 and roi.y0 + roi.size >= y1 and roi.x0 + roi.size >= x1
 
 
+def _traced(call):
+    """``call()``'s result and the peak memory (bytes) Python allocated while it ran."""
+    tracemalloc.start()
+    try:
+        return call(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / (a | b).sum())
 
@@ -245,6 +254,61 @@ def test_what_is_painted_as_one_object_is_no_part_of_another():
     assert not any(b[:, NEG].any() for b in oracle.batches)
 
 
+def test_objects_with_their_own_prompts_as_predict_asks_each_overlaps_to_the_surer():
+    """``predict_objects``: each id from its own prompts, the same answer as ``predict`` gives it alone,
+    and where two answers overlap the higher probability wins (ties to the lower id), as in predict_labels."""
+    image = _disc((300, 300), (150, 150), 80) | _disc((300, 300), (282, 40), 14)
+    refiner = Refiner(Oracle())
+    refiner.set_image(image.astype(np.float32))
+    left, right = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+    left[150, 90:110] = right[150, 190:210] = True
+    cut = np.zeros(image.shape, bool)
+    cut[140:160, 140:160] = True  # object 2's own "not this"
+    previous = _disc(image.shape, (150, 150), 60)
+    prompts = {
+        2: {"stroke": right, "negative": cut, "previous": previous},
+        1: {"stroke": left},
+        9: {"clicks": [(282, 40, 1)]},
+    }
+    out = refiner.predict_objects(prompts)
+    assert out.dtype == np.uint8 and set(np.unique(out)) == {0, 1, 2, 9}
+    expected, best = np.zeros_like(out), np.zeros(out.shape, np.float32)
+    for k in sorted(prompts):  # each asked alone; a pixel to the surer answer, ties to the lower id
+        prob = refiner.predict_proba(**prompts[k])
+        claim = (prob > 0.5) & (prob > best)
+        expected[claim], best[claim] = k, prob[claim]
+    np.testing.assert_array_equal(out, expected)
+    assert all((out == k).sum() > 100 for k in prompts)  # the overlaps did not all go to id 1
+    assert not (out[cut] == 2).any() and (out[cut] == 1).all()  # 2's "not this" is 2's alone
+
+    assert not refiner.predict_objects({}).any()
+    with pytest.raises(ValueError, match=r"object 3: unknown prompt\(s\) \['strokes'\]"):
+        refiner.predict_objects({3: {"strokes": left}})
+    with pytest.raises(ValueError, match="no image set"):
+        Refiner(Oracle()).predict_objects({1: {"stroke": left}})
+
+
+def test_predict_objects_costs_each_object_its_windows_not_a_full_frame():
+    """Ten small objects on a 4096² image: the widget's old loop held a float32 frame per object (64 MB each)."""
+    image = np.zeros((4096, 4096), np.uint8)
+    prompts = {}
+    for k in range(1, 11):
+        image[300 * k : 300 * k + 40, 300 * k : 300 * k + 40] = 200
+        stroke = np.zeros(image.shape, bool)
+        stroke[300 * k + 20, 300 * k + 10 : 300 * k + 30] = True
+        prompts[k] = {"stroke": stroke}
+    refiner = Refiner(Oracle())
+    refiner.set_image(image)
+    refiner.predict_objects({1: prompts[1]})  # warm-up: lazy imports allocate once
+    out, peak = _traced(lambda: refiner.predict_objects(prompts))
+    for k in prompts:
+        square = np.zeros(image.shape, bool)
+        square[300 * k : 300 * k + 40, 300 * k : 300 * k + 40] = True
+        assert _iou(out == k, square) > 0.9
+    # the uint8 result is 16 MB and each object's "stroke" prompt is a caller's full frame (not counted here)
+    assert peak < 40e6, f"peak traced memory {peak / 1e6:.0f} MB"
+
+
 def test_training_and_inference_cut_identical_windows():
     """With the ground truth as the image, the oracle's masks are the ground truth's: same windows, same inputs."""
     gt = _disc((600, 640), (300, 330), 170)
@@ -417,12 +481,7 @@ def test_a_huge_object_costs_memory_in_proportion_to_the_working_size():
     refiner.set_image(image[:256, :256])
     refiner.predict(stroke[:256, :256] | True)  # warm-up: lazy imports allocate once
     refiner.set_image(image)
-    tracemalloc.start()
-    try:
-        mask = refiner.predict(stroke)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    mask, peak = _traced(lambda: refiner.predict(stroke))
     assert _iou(mask, image > 0) > 0.98
     # the bool result is 16 MB, a strip of RGB floats 12 MB (the old whole-window crop: 310 MB)
     assert peak < 100e6, f"peak traced memory {peak / 1e6:.0f} MB"

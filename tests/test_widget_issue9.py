@@ -59,14 +59,15 @@ class PriorStandIn(BrightStandIn):
 
 @pytest.fixture
 def spy(monkeypatch):
-    """Records the prompts of every ``Refiner.predict_proba`` and ``predict_labels`` call."""
-    calls: dict[str, list] = {"proba": [], "labels": []}
-    proba, labels = Refiner.predict_proba, Refiner.predict_labels
+    """Records each object's prompts in ``Refiner.predict_objects`` and every ``predict_labels`` call."""
+    calls: dict[str, list] = {"objects": [], "labels": []}
+    objects, labels = Refiner.predict_objects, Refiner.predict_labels
 
-    def spy_proba(self, stroke=None, *, clicks=None, box=None, negative=None, previous=None, prior=None):
-        call = {"stroke": np.array(stroke), "negative": negative, "previous": previous, "prior": prior}
-        calls["proba"].append(call | {"clicks": clicks})
-        return proba(self, stroke, clicks=clicks, box=box, negative=negative, previous=previous, prior=prior)
+    def spy_objects(self, prompts):
+        for k in sorted(prompts):
+            p = {name: prompts[k].get(name) for name in ("stroke", "negative", "previous", "prior", "clicks")}
+            calls["objects"].append(p | {"stroke": np.array(p["stroke"])})
+        return objects(self, prompts)
 
     def spy_labels(self, plane, *, boxes=None, rough=False, negative=None):
         calls["labels"].append(np.array(plane))
@@ -74,7 +75,7 @@ def spy(monkeypatch):
         calls.setdefault("labels_negative", []).append(negative)
         return labels(self, plane, boxes=boxes, rough=rough, negative=negative)
 
-    monkeypatch.setattr(Refiner, "predict_proba", spy_proba)
+    monkeypatch.setattr(Refiner, "predict_objects", spy_objects)
     monkeypatch.setattr(Refiner, "predict_labels", spy_labels)
     return calls
 
@@ -160,7 +161,7 @@ def test_erase_strokes_and_previous_results_reach_the_engine(setup, qtbot, sampl
     layer = viewer.layers["strokes"]
     layer.selected_label = 2
     run_refine(qtbot, widget)  # first round: no previous result, no erase stroke -> one batch
-    assert len(spy["labels"]) == 1 and not spy["proba"]
+    assert len(spy["labels"]) == 1 and not spy["objects"]
     out = viewer.layers["coins refined"]
     first = out.data.copy()
 
@@ -176,8 +177,8 @@ def test_erase_strokes_and_previous_results_reach_the_engine(setup, qtbot, sampl
 
     spy["labels"].clear()
     run_refine(qtbot, widget)
-    assert not spy["labels"] and len(spy["proba"]) == 3  # one call per object, each with its own prompts
-    for k, call in zip((1, 2, 3), spy["proba"], strict=True):
+    assert not spy["labels"] and len(spy["objects"]) == 3  # one call per object, each with its own prompts
+    for k, call in zip((1, 2, 3), spy["objects"], strict=True):
         np.testing.assert_array_equal(call["stroke"], strokes == k)
         np.testing.assert_array_equal(call["previous"], first == k)
         if k == 2:
@@ -198,15 +199,15 @@ def test_each_objects_strokes_are_the_others_not_this(setup, qtbot, sample, spy)
     viewer, widget = setup(image, strokes.copy(), model=model)
     layer = viewer.layers["strokes"]
     run_refine(qtbot, widget)  # no erase stroke: one batch, the engine gives each id the others' strokes
-    assert len(spy["labels"]) == 1 and spy["labels_negative"] == [None] and not spy["proba"]
+    assert len(spy["labels"]) == 1 and spy["labels_negative"] == [None] and not spy["objects"]
 
     edge = np.argwhere((reference == 2) & ~ndi.binary_erosion(reference == 2, iterations=3))[0]
     layer.brush_size = 6
     layer.paint(edge, ERASE)
     erase = layer.data == ERASE
     run_refine(qtbot, widget)  # with one: one call per object, each with its own "not this"
-    assert len(spy["proba"]) == 3
-    for k, call in zip((1, 2, 3), spy["proba"], strict=True):
+    assert len(spy["objects"]) == 3
+    for k, call in zip((1, 2, 3), spy["objects"], strict=True):
         others = (strokes != 0) & (strokes != k) & ~erase
         np.testing.assert_array_equal(call["negative"], others | erase if k == 2 else others)
     out = viewer.layers["coins refined"].data
@@ -239,7 +240,7 @@ def test_erase_only_correction_is_seeded_from_the_previous_result(setup, qtbot, 
     strokes = viewer.layers["strokes"]
     strokes.data = np.where(leak, ERASE, 0).astype(reference.dtype)
     run_refine(qtbot, widget)
-    (call,) = spy["proba"]
+    (call,) = spy["objects"]
     np.testing.assert_array_equal(call["negative"], leak)
     np.testing.assert_array_equal(call["previous"], previous == 5)
     seed = call["stroke"]
@@ -259,7 +260,7 @@ def test_models_without_correction_inputs_ignore_them_once(setup, qtbot, sample,
     viewer, widget = setup(image, with_erase)  # BrightStandIn: image + "pos" only
     for _ in range(3):
         run_refine(qtbot, widget)
-    assert not spy["proba"] and len(spy["labels"]) == 3
+    assert not spy["objects"] and len(spy["labels"]) == 3
     for plane in spy["labels"]:
         np.testing.assert_array_equal(plane, strokes)  # the erase pixels are not an object
     said = [m for m in notes() if "takes no" in m]
@@ -279,7 +280,7 @@ def test_rough_masks_reach_the_engine_as_priors(setup, qtbot, sample, notes, spy
     viewer, widget = setup(image, rough.copy(), model=PriorStandIn())
     widget.rough_checkbox.setChecked(True)
     run_refine(qtbot, widget)
-    assert spy["rough"] == [True] and not spy["proba"]
+    assert spy["rough"] == [True] and not spy["objects"]
     np.testing.assert_array_equal(spy["labels"][0], rough)
     out = viewer.layers["coins refined"]
     refiner = Refiner(PriorStandIn(), "cpu")
@@ -292,8 +293,8 @@ def test_rough_masks_reach_the_engine_as_priors(setup, qtbot, sample, notes, spy
     leak = (rough == 2) & ~(reference == 2)
     strokes.data = np.where(leak, ERASE, rough).astype(rough.dtype)  # "not this" over object 2's rim
     run_refine(qtbot, widget)
-    assert len(spy["proba"]) == 3  # one call per object, each its own prior (its previous result unused)
-    for k, call in zip((1, 2, 3), spy["proba"], strict=True):
+    assert len(spy["objects"]) == 3  # one call per object, each its own prior (its previous result unused)
+    for k, call in zip((1, 2, 3), spy["objects"], strict=True):
         np.testing.assert_array_equal(call["prior"], (rough == k) & ~leak)
         assert call["previous"] is None and call["stroke"].ndim == 0  # no stroke: the engine seeds the core
     assert not [m for m in notes() if "takes no" in m]
@@ -335,8 +336,8 @@ def test_click_mode_clicks_are_disc_strokes(setup, qtbot, sample, spy):
     assert clicks.features[ql.CLICK_LABEL].tolist() == [1, 1, 1, 3, 3, 3, ERASE]
     run_refine(qtbot, widget)
     # the erase click reaches its object as a point (only its own pixel is held out), not as a painted disc
-    assert all(c["negative"] is None for c in spy["proba"])
-    (clicked,) = [c["clicks"] for c in spy["proba"] if c["clicks"] is not None]
+    assert all(c["negative"] is None for c in spy["objects"])
+    (clicked,) = [c["clicks"] for c in spy["objects"] if c["clicks"] is not None]
     np.testing.assert_array_equal(clicked, [[*wrong, 0]])
     assert set(np.unique(out.data)) == {0, 1, 3}
     assert iou(reference == 3, out.data == 3) > MIN_IOU

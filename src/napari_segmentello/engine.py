@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ ROUGH_REACH = 0.2
 _BATCH = 64  # windows per forward pass: bounds memory when a labels layer holds hundreds of objects
 _NUMERIC = "biuf"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
+PROMPTS = ("stroke", "box", "negative", "previous", "prior", "clicks")  # one object's prompts, in ``_one``'s order
 
 ModelLike = str | os.PathLike | nn.Module
 
@@ -533,6 +534,27 @@ class Refiner:
         else:
             windows = self._windows(labels, merge=False, negative=negative, boxes=boxes)
         return _assigned(windows, labels.shape, labels.dtype, self.threshold)
+
+    def predict_objects(self, objects: Mapping[int, Mapping[str, Any]]) -> np.ndarray:
+        """Each id refined from its own prompts, returned under that id in one new label image.
+
+        ``objects`` maps a label id to the keyword arguments of :meth:`predict` (``stroke``, ``clicks``,
+        ``box``, ``negative``, ``previous``, ``prior``; a missing one is None): the widget's corrections,
+        where each object has its own "not this" and earlier mask. Overlaps go as in :meth:`predict_labels`
+        (highest probability, ties to the lower id), and each object costs its windows, not a full frame.
+        """
+        if self._image is None:
+            raise ValueError("no image set: call Refiner.set_image(image) before predicting")
+        windows = []
+        for value in sorted(objects):
+            unknown = set(objects[value]) - set(PROMPTS)
+            if unknown:
+                raise ValueError(f"object {value}: unknown prompt(s) {sorted(unknown)}; expected some of {PROMPTS}")
+            given = [objects[value].get(name) for name in PROMPTS]
+            answer = [window for _, window in self._one(*given)]
+            windows.append((value, reduce(_union, answer)))
+        dtype = np.min_scalar_type(max(objects, default=0))
+        return _assigned(windows, self._image.shape[:2], dtype, self.threshold)
 
     def _rough_windows(
         self,

@@ -136,27 +136,6 @@ def own_clicks(negative: np.ndarray, drawn: Drawn) -> tuple[np.ndarray | None, n
     return (painted if painted.any() else None), np.column_stack([mine, np.zeros(len(mine))])
 
 
-def predict_each(refiner: Refiner, prompts: dict[int, dict[str, Any]], drawn: Drawn) -> np.ndarray:
-    """One prediction per object with its own prompts; overlaps go to the highest probability, ties to the lower id.
-
-    The same rule as :meth:`Refiner.predict_labels`, which cannot take per-object prompts.
-    """
-    out = np.zeros_like(drawn.objects)
-    best = np.zeros(out.shape, np.float32)
-    for k, p in prompts.items():  # ascending ids
-        prob = refiner.predict_proba(
-            p["stroke"],
-            clicks=p["clicks"],
-            box=p["box"],
-            negative=p["negative"],
-            previous=p["previous"],
-            prior=p["prior"],
-        )
-        claim = (prob > refiner.threshold) & (prob > best)
-        out[claim], best[claim] = k, prob[claim]
-    return out
-
-
 def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Drawn) -> Iterator[None]:
     """Worker body; it yields between steps so that ``quit()`` takes effect before the next one."""
     refiner = Refiner(model, device, threshold)
@@ -168,7 +147,7 @@ def refine_job(model: Any, device: str, threshold: float, image: Any, drawn: Dra
         refiner.predict_labels(drawn.objects)  # raises the engine's own "paint at least one pixel"
     erased = drawn.erase.any() and "neg" in refiner.spec.extras
     if erased or any(p["previous"] is not None for p in wanted.values()):
-        labels = predict_each(refiner, wanted, drawn)
+        labels = refiner.predict_objects(wanted)
     elif wanted:
         boxes = {k: b for k, b in drawn.boxes.items() if k in wanted}
         asked = np.isin(drawn.objects, list(wanted))
