@@ -8,6 +8,7 @@
         --rough-rounds 1,2,3,4
     python scripts/heldout_probe.py video --model default --objects 10 --frames 10 --carry 0,0.3,0.35,0.4,0.45
     python scripts/heldout_probe.py neighbours --model default --objects 20
+    python scripts/heldout_probe.py clicks --model runs/x/best.pt --against default --objects 40 --rounds 10
 
 ``window``: mean IoU of one human-like scribble and of one click per object, for each
 start-window rule of pass 1 (``roi.CONTEXT_SCALE`` × ``roi.CONTEXT_MIN``), per train set.
@@ -36,6 +37,8 @@ The held-out images are those of ``training/configs/default.toml`` (its seed and
 The per-object tables (prior, clicks, corrections, coarse, neighbours) end with the mean of the sets' rows
 (the figure README quotes) and its standard error over the objects: at 20 objects per set the click
 protocol's NoC@85 has about ±0.34, so a smaller held-out gain needs more objects before it counts.
+``--against M`` (per-object probes) prints paired differences instead, ``--model`` minus ``M`` object by
+object, whose standard error is several times smaller: how two checkpoints or two rules are compared.
 """
 
 from __future__ import annotations
@@ -94,12 +97,16 @@ def probe_window(refiner: Refiner, sets, scales: list[float], mins: list[int]) -
             print(f"{source.ann_file.parent.parent.name} | {protocol} | " + " | ".join(f"{v:.3f}" for v in row))
 
 
-def _table(refiner: Refiner, sets, header: str, figures) -> None:
-    """One row per train set: its object count and the mean of ``figures(source, item, inst)``; then the mean
-    of the sets' rows (the figure README quotes) and its standard error, so a difference can be judged.
+def _table(refiner: Refiner, sets, header: str, figures, against: Refiner | None = None) -> None:
+    """One row per train set: its object count and the mean of ``figures(refiner, source, item, inst)``; then
+    the mean of the sets' rows (the figure README quotes) and its standard error, so a difference can be judged.
 
-    ``figures`` returns a list of figures, or None to skip the object.
+    ``figures`` returns a list of figures, or None to skip the object. With ``against`` each row is the
+    paired difference, ``refiner``'s figures minus ``against``'s on the same object: its standard error is
+    far smaller than that of two unpaired tables, so a small gain can be told from noise.
     """
+    if against is not None:
+        print("paired: each figure is the model's minus the --against model's, on the same objects")
     print(f"set | objects | {header}")
     per_set = []
     for source, items in sets:
@@ -107,9 +114,13 @@ def _table(refiner: Refiner, sets, header: str, figures) -> None:
         for i in items:
             inst = source[i]
             if inst.image_id != image_id:  # once per image, as evaluate does
-                refiner.set_image(inst.image)
+                for r in (refiner,) if against is None else (refiner, against):
+                    r.set_image(inst.image)
                 image_id = inst.image_id
-            row = figures(source, i, inst)
+            row = figures(refiner, source, i, inst)
+            if row is not None and against is not None:
+                base = figures(against, source, i, inst)
+                row = None if base is None else np.subtract(row, base).tolist()
             if row is not None:
                 rows.append(row)
         per_set.append(np.array(rows, float))
@@ -129,8 +140,8 @@ def set_mean(per_set: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return means.mean(axis=0), np.sqrt(spread.sum(axis=0)) / len(per_set)
 
 
-def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
-    def figures(source: CocoInstances, item: int, inst) -> list[float] | None:
+def probe_prior(refiner: Refiner, sets, erosion: float, against: Refiner | None = None) -> None:
+    def figures(refiner: Refiner, source: CocoInstances, item: int, inst) -> list[float] | None:
         rng = np.random.default_rng(item)
         step, angle = rng.uniform(0.02, 0.1) * np.sqrt(inst.mask.sum()), rng.uniform(0, 2 * np.pi)
         prior = ndi.shift(inst.mask, (step * np.sin(angle), step * np.cos(angle)), order=0)
@@ -142,31 +153,37 @@ def probe_prior(refiner: Refiner, sets, erosion: float) -> None:
         return [iou(inst.mask, prior), *(iou(inst.mask, a) for a in answers), iou(inst.mask, kept)]
 
     header = "moved mask IoU | model (seed + prior) | model (seed + previous) | model (seed only) | true mask as prior"
-    _table(refiner, sets, header, figures)
+    _table(refiner, sets, header, figures, against)
 
 
-def probe_clicks(refiner: Refiner, sets, rounds: int) -> None:
-    def figures(source: CocoInstances, item: int, inst) -> list[float]:
+def probe_clicks(refiner: Refiner, sets, rounds: int, against: Refiner | None = None) -> None:
+    def figures(refiner: Refiner, source: CocoInstances, item: int, inst) -> list[float]:
         curve = interact_clicks(model_click_method(refiner), inst.mask, rounds)[0]
         return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
 
-    _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
+    _table(refiner, sets, f"IoU@1 | IoU@{min(5, rounds)} | IoU@{rounds} | NoC@85", figures, against)
 
 
-def probe_corrections(refiner: Refiner, sets, rounds: int) -> None:
-    def figures(source: CocoInstances, item: int, inst) -> list[float]:
+def probe_corrections(refiner: Refiner, sets, rounds: int, against: Refiner | None = None) -> None:
+    def figures(refiner: Refiner, source: CocoInstances, item: int, inst) -> list[float]:
         first = simulate_stroke(inst.mask, "scribble", np.random.default_rng([0, inst.ann_id]))
         rng = np.random.default_rng([0, inst.ann_id, 1])
         curve = interact(model_method(refiner), inst.mask, first, rounds, rng)
         return [curve[0], curve[min(4, rounds - 1)], curve[-1], noc(curve, 0.85, rounds)]
 
-    _table(refiner, sets, f"IoU@1 | IoU@5 | IoU@{rounds} | NoC@85", figures)
+    _table(refiner, sets, f"IoU@1 | IoU@{min(5, rounds)} | IoU@{rounds} | NoC@85", figures, against)
 
 
 def probe_coarse(
-    refiner: Refiner, sets, erosions: list[float], protocol: str, rounds: list[int], reaches: list[float]
+    refiner: Refiner,
+    sets,
+    erosions: list[float],
+    protocol: str,
+    rounds: list[int],
+    reaches: list[float],
+    against: Refiner | None = None,
 ) -> None:
-    def figures(source: CocoInstances, item: int, inst) -> list[float]:
+    def figures(refiner: Refiner, source: CocoInstances, item: int, inst) -> list[float]:
         rough = simulate_stroke(inst.mask, protocol, np.random.default_rng([0, inst.ann_id]))
         answers = [refiner.predict(rough), *(refiner.predict(seed_from_mask(rough, e), prior=rough) for e in erosions)]
         for n, reach in settings:
@@ -177,7 +194,7 @@ def probe_coarse(
     settings = [(n, reach) for n in rounds for reach in reaches]
     cores = [f"model (core {e:g} + prior)" for e in erosions]
     cores += [f"rough mask, {n} round(s), reach {reach:g}" for n, reach in settings]
-    _table(refiner, sets, f"rough mask IoU | model (as stroke) | {' | '.join(cores)}", figures)
+    _table(refiner, sets, f"rough mask IoU | model (as stroke) | {' | '.join(cores)}", figures, against)
 
 
 def neighbour_strokes(source: CocoInstances, inst: Instance) -> np.ndarray | None:
@@ -192,8 +209,8 @@ def neighbour_strokes(source: CocoInstances, inst: Instance) -> np.ndarray | Non
     return out if out.any() else None
 
 
-def probe_neighbours(refiner: Refiner, sets) -> None:
-    def figures(source: CocoInstances, item: int, inst) -> list[float]:
+def probe_neighbours(refiner: Refiner, sets, against: Refiner | None = None) -> None:
+    def figures(refiner: Refiner, source: CocoInstances, item: int, inst) -> list[float]:
         stroke = human_scribble_stroke(inst.mask, np.random.default_rng([0, inst.ann_id]))
         others = neighbour_strokes(source, inst)
         others = None if others is None else others & ~stroke
@@ -207,7 +224,7 @@ def probe_neighbours(refiner: Refiner, sets) -> None:
         return row
 
     alone = "model | GrabCut | random walker"
-    _table(refiner, sets, f"{alone} (object alone) | {alone} (others' scribbles as not this)", figures)
+    _table(refiner, sets, f"{alone} (object alone) | {alone} (others' scribbles as not this)", figures, against)
 
 
 def clip(
@@ -281,26 +298,30 @@ def main() -> None:
     p.add_argument("--carry", default="0,0.35", help="carried-mask weights, a comma list (video probe)")
     p.add_argument("--adapt", type=float, default=0.0, help="seconds of adaptation to the first frame (video)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--against", help="a second model: paired differences, --model minus it (per-object probes)")
     args = p.parse_args()
     refiner = Refiner(args.model, args.device)
+    against = Refiner(args.against, args.device) if args.against else None
+    if against is not None and args.probe in ("window", "video"):
+        p.error(f"--against pairs the per-object probes (all but window and video), not {args.probe}")
     sets = held_out(args.objects, min_pixels=32**2 if args.probe == "video" else 0)
     if args.probe == "window":
         probe_window(refiner, sets, [float(v) for v in args.scales.split(",")], [int(v) for v in args.mins.split(",")])
     elif args.probe == "prior":
-        probe_prior(refiner, sets, float(args.erosion))
+        probe_prior(refiner, sets, float(args.erosion), against)
     elif args.probe == "video":
         carries = [float(c) for c in args.carry.split(",")]
         probe_video(refiner, sets, args.frames, args.deform, carries, args.adapt)
     elif args.probe == "coarse":
         erosions, rounds = [float(e) for e in args.erosion.split(",")], [int(n) for n in args.rough_rounds.split(",")]
         reaches = [float(r) for r in args.rough_reach.split(",")]
-        probe_coarse(refiner, sets, erosions, args.protocol, rounds, reaches)
+        probe_coarse(refiner, sets, erosions, args.protocol, rounds, reaches, against)
     elif args.probe == "neighbours":
-        probe_neighbours(refiner, sets)
+        probe_neighbours(refiner, sets, against)
     elif args.probe == "corrections":
-        probe_corrections(refiner, sets, args.rounds)
+        probe_corrections(refiner, sets, args.rounds, against)
     else:
-        probe_clicks(refiner, sets, args.rounds)
+        probe_clicks(refiner, sets, args.rounds, against)
 
 
 if __name__ == "__main__":

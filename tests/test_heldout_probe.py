@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -58,3 +60,32 @@ def test_the_mean_of_sets_and_its_standard_error(probe):
     var_a, var_b = a.var(axis=0, ddof=1) / 2, b.var(axis=0, ddof=1) / 3  # each set mean's variance
     np.testing.assert_allclose(error, np.sqrt(var_a + var_b) / 2)
     assert probe.set_mean([a[:1]])[1].tolist() == [0.0, 0.0]  # one object: no spread to measure
+
+
+def test_against_prints_paired_differences_object_by_object(probe, capsys):
+    """Two stand-in models on the same objects: each row is the first's figures minus the second's."""
+    from types import SimpleNamespace
+
+    class Model:
+        def __init__(self, offset: float) -> None:
+            self.offset, self.images = offset, []
+
+        def set_image(self, image) -> None:
+            self.images.append(image)
+
+    class Source:
+        ann_file = Path("/data/toyset/annotations/instances_train.json")
+
+        def __getitem__(self, i: int):
+            return SimpleNamespace(image_id=i // 2, image=f"image {i // 2}")
+
+    def figures(refiner, source, item, inst):
+        return [refiner.offset + item, 10 * refiner.offset]
+
+    a, b = Model(0.5), Model(0.25)
+    probe._table(a, [(Source(), [0, 1, 2])], "x | y", figures, against=b)
+    out = capsys.readouterr().out
+    assert "paired" in out and "toyset | 3 | 0.250 | 2.500" in out and "± s.e. | | 0.000 | 0.000" in out
+    assert a.images == b.images == ["image 0", "image 1"]  # both see each image, once
+    probe._table(a, [(Source(), [0, 1, 2])], "x | y", figures)
+    assert "toyset | 3 | 1.500 | 5.000" in capsys.readouterr().out  # unpaired: the model's own figures
