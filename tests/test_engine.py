@@ -245,6 +245,7 @@ BAD_INPUTS = {
     "channels-first image": (np.zeros((3, H, W)), bar(), r"channels\s+last"),
     "4D image": (np.zeros((2, H, W, 3)), bar(), "must be 2D"),
     "text image": (np.full((H, W), "a"), bar(), "numbers"),
+    "all-NaN image": (np.full((H, W), np.nan), bar(), "no finite pixel values"),
 }
 
 
@@ -253,6 +254,15 @@ def test_bad_input_is_a_clear_value_error(case):
     image, stroke, message = BAD_INPUTS[case]
     with pytest.raises(ValueError, match=message):
         refine(image, stroke, model=Echo())
+
+
+@pytest.mark.parametrize("clicks", [[(H + 50, 5, 1)], [(H // 2, W // 2, 0)], [(-3, 4, 1), (H // 2, W // 2, 0)]])
+def test_clicks_that_name_no_object_are_a_clear_value_error(clicks):
+    """A click off the image, or "not this" clicks alone: the error says so, not "give a stroke"."""
+    image, model = np.zeros((H, W)), Echo(get_spec("tiny16-32", extras=("pos", "neg")))
+    with pytest.raises(ValueError, match=rf"no positive click inside the image \({H}×{W} px\)"):
+        refine(image, clicks=clicks, model=model)
+    assert refine(image, bar(), clicks=clicks, model=model).any()  # with a stroke they are fine
 
 
 def test_bad_arguments_are_value_errors():

@@ -472,6 +472,11 @@ class Refiner:
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
         stroke, negative, hint = self._with_clicks(stroke, negative, clicks)
+        if stroke is None and box is None and prior is None and clicks is not None:
+            raise ValueError(
+                f"no positive click inside the image ({self._image.shape[0]}×{self._image.shape[1]} px): clicks are "
+                '(row, col, positive) in pixels, and "not this" clicks alone do not say which object'
+            )
         if stroke is None and box is None and prior is None:
             raise ValueError(
                 "give a stroke, clicks, a box or a rough mask: predict(stroke) / predict(clicks=...) / "

@@ -57,6 +57,8 @@ def intensity_range(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> 
         sample = sample.astype(np.float64).reshape(-1, c)
         columns = [sample[np.isfinite(sample[:, k]), k] for k in range(c)]
         found = [np.percentile(col, [low, high]) if col.size else None for col in columns]
+    if sample.size and all(levels is None for levels in found):
+        raise ValueError("the image has no finite pixel values (all NaN or inf): nothing to refine")
     for k, levels in enumerate(found):
         if levels is not None:
             lo[k], hi[k] = levels
