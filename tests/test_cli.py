@@ -52,6 +52,21 @@ def test_refine_one_stroke_writes_a_0_255_mask(files, checkpoint, tmp_path, caps
     assert "1 object(s)" in capsys.readouterr().out
 
 
+def test_a_colour_stroke_file_is_one_object_where_it_is_painted(files, checkpoint, tmp_path):
+    """A stroke saved in colour by an image editor (RGBA, transparent or black elsewhere) is the same stroke."""
+    gray = imread(files["stroke"])
+    rgba = np.zeros((H, W, 4), np.uint8)
+    rgba[gray != 0] = (250, 40, 10, 255)  # a red stroke
+    rgba[0:5, 0:5] = (255, 255, 255, 0)  # white but transparent: not painted
+    imsave(tmp_path / "rgba.png", rgba, check_contrast=False)
+    outs = {}
+    for name, path in (("gray", files["stroke"]), ("rgba", tmp_path / "rgba.png")):
+        outs[name] = tmp_path / f"{name}-out.png"
+        argv = ["refine", str(files["image"]), str(path), "-o", str(outs[name]), "--model", str(checkpoint)]
+        assert main([*argv, "--device", "cpu", "--threshold", "0.3"]) == 0
+    np.testing.assert_array_equal(imread(outs["rgba"]), imread(outs["gray"]))
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_refine_label_image_writes_uint16_labels(files, checkpoint, tmp_path, suffix):
     out = tmp_path / f"labels{suffix}"

@@ -29,7 +29,8 @@ def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
         "stroke",
         type=Path,
         nargs="?",
-        help="stroke mask or label image (each nonzero id is one object); optional with --clicks",
+        help="stroke mask or label image (each nonzero id is one object; a colour file is one object, any colour "
+        "on black or transparent); optional with --clicks",
     )
     parser.add_argument("-o", "--output", type=Path, required=True, help="output mask/labels (.png, .tif or .tiff)")
     parser.add_argument(
@@ -64,6 +65,17 @@ def _read(path: Path) -> np.ndarray:
         return imread(path)
     except (OSError, SyntaxError) as exc:  # imageio/Pillow report unreadable files as these
         raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+
+
+def _painted(array: np.ndarray) -> np.ndarray:
+    """A painted RGB(A) file as one bool mask: a pixel any colour channel marks (and, with alpha, not transparent).
+
+    Image editors save strokes in colour; a grayscale or label image is returned as it is.
+    """
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        return array
+    marked = array[..., :3].any(axis=2)
+    return marked & (array[..., 3] > 0) if array.shape[2] == 4 else marked
 
 
 def _numbers(text: str) -> list[float] | None:
@@ -107,9 +119,9 @@ def run_refine(args: argparse.Namespace) -> int:
     image = _read(args.image)
     stroke = None if args.stroke is None else _read(args.stroke)
     clicks = None if args.clicks is None else read_clicks(args.clicks)
-    negative = None if args.negative is None else _read(args.negative)
-    if negative is not None and negative.ndim == 3:  # a painted RGB(A) file: any channel set marks the pixel
-        negative = negative.any(axis=2)
+    negative = None if args.negative is None else _painted(_read(args.negative))
+    if stroke is not None and stroke.ndim == 3:
+        stroke = _painted(stroke)  # one object: several need a label image, one id each
     ids = np.unique(stroke[stroke != 0]) if stroke is not None else np.zeros(0)
     if clicks is not None and ids.size > 1:
         raise ValueError(f"--clicks refines one object, but the stroke file holds {ids.size} label ids")
