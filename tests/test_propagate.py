@@ -39,6 +39,7 @@ from napari_segmentello.models import build_model
 from napari_segmentello.propagate import carried, confidence, propagate
 from napari_segmentello.seeds import seed_from_mask
 from napari_segmentello.roi import roi_from_stroke
+from training import report
 from training.propagation import first_below, load_sequence, start_frame
 from training.propagation import main as propagation_main
 from napari_segmentello.strokes import CLICK_RADIUS, click_stroke, points_to_stroke, simulate_stroke
@@ -653,11 +654,21 @@ def test_the_evaluation_writes_its_table_json_and_strip(data_root, tmp_path):
     assert (tmp_path / "strip.png").stat().st_size > 0 and "| dog | 4 |" in (tmp_path / "results.md").read_text()
     assert results["carry"] == 0.0 and results["adapt"] == 0.0
     assert "adapt a copy" not in (tmp_path / "results.md").read_text()
+    name, lines = report.propagation_block(tmp_path / "results.json")  # the README block, from the JSON alone
+    assert name == "propagation" and lines[0].startswith(f"Command: `python -m training.propagation --model {path}")
+    assert any(line.startswith("| dog | 4 |") for line in lines) and not any(line.startswith("![") for line in lines)
+    results["strip"] = "docs/propagation_strip.png"  # a strip written for the README is shown there
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert report.propagation_block(tmp_path / "results.json")[1][-1].endswith("(docs/propagation_strip.png)")
     assert propagation_main([*args, "--data-root", str(data_root), "--carry", "0.7"]) == 2  # a clear error, not a crash
     assert propagation_main([*args, "--data-root", str(data_root), "--adapt", "-1"]) == 2
     assert propagation_main([*args, "--data-root", str(data_root), "--adapt", "0.2"]) == 0
     assert json.loads((tmp_path / "results.json").read_text())["adapt"] == 0.2
     assert "adapt a copy of the model to the start frame's mask for 0.2 s" in (tmp_path / "results.md").read_text()
+    assert report.propagation_block(tmp_path / "results.json")[0] == "propagation-adapt"
+    strip = tmp_path / "elsewhere" / "strip.png"
+    assert propagation_main([*args, "--data-root", str(data_root), "--strip-out", str(strip)]) == 0
+    assert strip.stat().st_size > 0
 
 
 @pytest.mark.data

@@ -126,18 +126,22 @@ def test_splice_sections_writes_only_the_blocks_given(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- real:begin -->\nold\n<!-- real:end -->\nb\n<!-- box:begin -->\nkeep\n<!-- box:end -->\n")
     path = _eval_run(tmp_path, "acdc-scribbles", {"model": [0.5], "identity": [0.1]}, model_prompt="stroke")
-    args = argparse.Namespace(performance=None, noc=None, real=[path], real_all=None, clicks=None, box=None)
+    blocks = {"performance": None, "noc": None, "real_all": None, "clicks": None, "box": None, "propagation": None}
+    args = argparse.Namespace(real=[path], **blocks)
     assert report.splice_sections(args, readme)
     text = readme.read_text()
     assert "old" not in text and "| **default** | 0.500 |" in text and "keep" in text
     assert not report.splice_sections(
-        argparse.Namespace(performance=None, noc=None, real=None, real_all=None, clicks=None, box=None), readme
+        argparse.Namespace(
+            performance=None, noc=None, real=None, real_all=None, clicks=None, box=None, propagation=None
+        ),
+        readme,
     )
 
 
 def test_every_block_has_its_markers_in_the_readme():
     text = (Path(report.REPO) / "README.md").read_text()
-    for name in (*report.BLOCKS, "results", "noc", "performance"):
+    for name in (*report.BLOCKS, "results", "noc", "performance", "propagation", "propagation-adapt"):
         assert f"<!-- {name}:begin -->" in text and f"<!-- {name}:end -->" in text
 
 

@@ -9,7 +9,8 @@ started from that frame's ground-truth mask (a perfect first refinement), and th
 ground-truth mask copied to every frame (the no-motion floor). J is the per-frame
 IoU (``metrics.iou``), J-mean its mean over all frames of a sequence, start frame
 included; "overall" is the mean over sequences, as DAVIS reports it. Writes
-``results.json``, ``results.md`` and ``strip.png`` (every 10th frame) to ``--out``.
+``results.json``, ``results.md`` and ``strip.png`` (every 10th frame; ``--strip-out`` elsewhere) to
+``--out``; ``python -m training.report --propagation OUT/results.json`` splices the table into README.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def evaluate(
     names: list[str],
     root: Path | None,
     seed: int,
-    out: Path,
+    strip: Path,
     span: slice = slice(None),
     carry: float = 0.0,
     adapt: float = 0.0,
@@ -208,7 +209,7 @@ def evaluate(
         strips[name] = {"frames": frames, "gt": masks, "pred": seq["first"].pop("masks")}
         seq["middle"].pop("masks")
         sequences[name] = seq
-    plot_strip(strips, out / "strip.png")
+    plot_strip(strips, strip)
     overall = {s: {m: float(np.mean([q[s][m]["j_mean"] for q in sequences.values()])) for m in METHODS} for s in STARTS}
     return {
         "sequences": sequences,
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--out", type=Path, default=Path("runs/propagation"), help="output folder")
+    p.add_argument("--strip-out", type=Path, help="where to write the strip PNG (default: OUT/strip.png)")
     return p
 
 
@@ -241,11 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         refiner = Refiner(args.model, device=args.device)
         args.out.mkdir(parents=True, exist_ok=True)
         span = slice(args.frames)
-        found = evaluate(refiner, names, args.data_root, args.seed, args.out, span, args.carry, args.adapt)
+        strip = args.strip_out or args.out / "strip.png"
+        strip.parent.mkdir(parents=True, exist_ok=True)
+        found = evaluate(refiner, names, args.data_root, args.seed, strip, span, args.carry, args.adapt)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = {
+        "command": "python -m training.propagation " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "strip": str(strip),
         "model": str(args.model),
         "spec": refiner.spec.to_dict(),
         "device": str(refiner.device),

@@ -13,7 +13,8 @@ carries the command that made it): ``--real`` (``evaluate --protocol real`` on
 acdc-scribbles: "Real human strokes"), ``--real-all`` (``--protocol real-all``: the same
 with every structure painted), ``--clicks`` (``noc --protocol clicks``:
 "Clicks (standard protocol)", with published anchors as context), ``--box``
-(``evaluate --protocol box``) and ``--noc`` (``noc.md`` files, spliced as they are).
+(``evaluate --protocol box``), ``--noc`` (``noc.md`` files, spliced as they are) and ``--propagation``
+(``training.propagation``'s ``results.json``: "Propagation through time").
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from training import evaluate, noc
+from training import evaluate, noc, propagation
 from training.reproduce import STUDY_BEST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--clicks", type=Path, nargs="+", help="noc.json files of noc --protocol clicks, one per dataset")
     p.add_argument("--box", type=Path, nargs="+", help="results.json files of evaluate --protocol box")
+    p.add_argument(
+        "--propagation",
+        type=Path,
+        nargs="+",
+        help="results.json of training.propagation runs (one without --adapt, one with: the two DAVIS blocks)",
+    )
     return p
 
 
@@ -244,6 +251,22 @@ def clicks_block(files: list[Path]) -> list[str]:
     ]
 
 
+STRIP_CAPTION = (
+    "Every 10th frame of each sequence: propagated mask (filled) from the first-frame stroke, true mask outlined"
+)
+
+
+def propagation_block(file: Path) -> tuple[str, list[str]]:
+    """``(marker name, lines)`` of one ``training.propagation`` run: its command, table and, when the strip was
+    written under docs/, the strip; a run with adaptation goes to the ``propagation-adapt`` block."""
+    run = json.loads(file.read_text())
+    lines = [f"Command: `{run['command']}` (writes `{file}`, `results.md` and `{run['strip']}`).", ""]
+    lines += propagation.markdown(run).rstrip().splitlines()
+    if Path(run["strip"]).parts[:1] == ("docs",):
+        lines += ["", f"![{STRIP_CAPTION}]({run['strip']})"]
+    return ("propagation-adapt" if run.get("adapt") else "propagation"), lines
+
+
 BLOCKS = {"real": real_block, "real-all": real_block, "clicks": clicks_block, "box": box_block}
 
 
@@ -256,6 +279,10 @@ def splice_sections(args: argparse.Namespace, readme: Path) -> bool:
         "clicks": args.clicks or [],
         "box": args.box or [],
     }
+    for path in args.propagation or []:
+        name, lines = propagation_block(path)
+        readme.write_text(splice(readme.read_text(), name, "\n".join(lines) + "\n"))
+        print(f"spliced {path} into {readme} ({name})")
     for name, paths in files.items():
         if not paths:
             continue
@@ -265,7 +292,7 @@ def splice_sections(args: argparse.Namespace, readme: Path) -> bool:
             body = "\n".join(f.read_text().rstrip() + "\n" for f in paths)
         readme.write_text(splice(readme.read_text(), name, body))
         print(f"spliced {', '.join(map(str, paths))} into {readme} ({name})")
-    return any(files.values())
+    return any(files.values()) or bool(args.propagation)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Regenerate README's result tables: every command its blocks name, then the splice into README.md.
+#
+#   bash scripts/readme_tables.sh                      # every section (about an hour on 2 CPU cores)
+#   bash scripts/readme_tables.sh real clicks          # only these sections
+#
+# Sections: results real real-all clicks box noc propagation performance. The shipped models are
+# `default` (the one each block is about) and the earlier defaults beside it. A run folder already
+# holding results is reused by training.report only (its --force re-runs); every other command
+# re-runs. Run from the repository root in the test environment (PYTHON, default python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+OLD=(lite0-2026 tiny-2025)
+SETS_CLICKS=("coco-mini 15" "dsb2018-nuclei 40" "nuclei-histology 30" "em-isbi2012 25")
+SETS_BOX=(coco-mini dsb2018-nuclei nuclei-histology)
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -eq 0 ] && SECTIONS=(results real real-all clicks box noc propagation performance)
+
+suffix() { [ "$1" = default ] && echo "" || echo "-$1"; }
+
+results() {
+    $PY -m training.report --models "default,$(IFS=,; echo "${OLD[*]}")" --max-objects 100 --force --readme
+}
+
+real() {  # $1: real or real-all
+    local files=()
+    for m in default "${OLD[@]}"; do
+        local out="runs/$1$(suffix "$m")" grid=(--grid 0)
+        [ "$m" = default ] && grid=(--grid 6 --grid-out "docs/$1-strokes.png")
+        $PY -m training.evaluate --model "$m" --dataset acdc-scribbles --split val --protocol "$1" \
+            --max-objects 200 --device cpu "${grid[@]}" --out "$out"
+        files+=("$out/results.json")
+    done
+    $PY -m training.report "--$1" "${files[@]}"
+}
+
+clicks() {
+    local files=()
+    for entry in "${SETS_CLICKS[@]}"; do
+        read -r set n <<<"$entry"
+        for m in default "${OLD[@]}"; do
+            local out="runs/clicks$(suffix "$m")/$set"
+            $PY -m training.noc --model "$m" --dataset "$set" --split val --protocol clicks --rounds 20 \
+                --max-objects "$n" --device cpu --out "$out"
+            files+=("$out/noc.json")
+        done
+    done
+    $PY -m training.report --clicks "${files[@]}"
+}
+
+box() {
+    local files=()
+    for set in "${SETS_BOX[@]}"; do
+        for m in default lite0-2026; do  # tiny-2025 takes no box
+            local out="runs/box$(suffix "$m")/$set"
+            $PY -m training.evaluate --model "$m" --dataset "$set" --split val --protocol box --max-objects 100 \
+                --device cpu --out "$out"
+            files+=("$out/results.json")
+        done
+    done
+    $PY -m training.report --box "${files[@]}"
+}
+
+noc() {
+    for set in coco-mini dsb2018-nuclei; do
+        $PY -m training.noc --model default --dataset "$set" --split val --max-objects 40 --protocol scribble \
+            --rounds 10 --targets 0.85,0.90 --device cpu --out "runs/noc/$set"
+    done
+    $PY -m training.report --noc runs/noc/coco-mini/noc.md runs/noc/dsb2018-nuclei/noc.md
+}
+
+propagation() {
+    $PY -m training.propagation --model default --strip-out docs/propagation_strip.png
+    $PY -m training.propagation --model default --adapt 30 --out runs/propagation-adapt
+    $PY -m training.report --propagation runs/propagation/results.json runs/propagation-adapt/results.json
+}
+
+performance() {
+    $PY -m benchmarks.run_all
+    $PY -m training.report --performance benchmarks/results/performance.md
+}
+
+for section in "${SECTIONS[@]}"; do
+    echo "== $section"
+    case "$section" in
+        results | clicks | box | noc | propagation | performance) "$section" ;;
+        real | real-all) real "$section" ;;
+        *) echo "unknown section '$section'" >&2; exit 2 ;;
+    esac
+done
