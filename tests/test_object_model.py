@@ -284,6 +284,8 @@ def test_objects_with_their_own_prompts_as_predict_asks_each_overlaps_to_the_sur
     assert not refiner.predict_objects({}).any()
     with pytest.raises(ValueError, match=r"object 3: unknown prompt\(s\) \['strokes'\]"):
         refiner.predict_objects({3: {"strokes": left}})
+    with pytest.raises(ValueError, match=r"positive integers \(0 is background\), got \[0\]"):
+        refiner.predict_objects({0: {"stroke": left}})
     with pytest.raises(ValueError, match="no image set"):
         Refiner(Oracle()).predict_objects({1: {"stroke": left}})
 

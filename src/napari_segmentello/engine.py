@@ -550,6 +550,9 @@ class Refiner:
         """
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
+        bad = [k for k in objects if not isinstance(k, int | np.integer) or isinstance(k, bool) or k <= 0]
+        if bad:
+            raise ValueError(f"object ids must be positive integers (0 is background), got {bad}")
         windows = []
         for value in sorted(objects):
             unknown = set(objects[value]) - set(PROMPTS)
