@@ -20,7 +20,7 @@ SECTIONS=("$@")
 suffix() { [ "$1" = default ] && echo "" || echo "-$1"; }
 
 results() {
-    $PY -m training.report --models "default,$(IFS=,; echo "${OLD[*]}")" --max-objects 100 --force --readme
+    $PY -m training.report --models "default,$(IFS=,; echo "${OLD[*]}")" --max-objects 100 --readme --force
 }
 
 real() {  # $1: real or real-all

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,18 @@ def test_every_block_has_its_markers_in_the_readme():
     text = (Path(report.REPO) / "README.md").read_text()
     for name in (*report.BLOCKS, "results", "noc", "performance", "propagation", "propagation-adapt"):
         assert f"<!-- {name}:begin -->" in text and f"<!-- {name}:end -->" in text
+
+
+def test_readme_tables_script_runs_every_command_the_readme_names():
+    """``scripts/readme_tables.sh`` (dry run: PYTHON=echo) runs each command a README block says made it."""
+    text = (Path(report.REPO) / "README.md").read_text()
+    named = set(re.findall(r"Command: `(python -m [^`]+)`", text))
+    named |= set(re.findall(r"^- `(python -m training\.[^`]+)`$", text, re.M))
+    env = {**os.environ, "PYTHON": "echo python"}
+    run = subprocess.run(["bash", "scripts/readme_tables.sh"], cwd=report.REPO, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    ran = {line.replace(" --force", "") for line in run.stdout.splitlines()}
+    assert len(named) > 25 and named <= ran, sorted(named - ran)
 
 
 def test_real_block_puts_several_models_side_by_side_with_the_first_runs_baselines(tmp_path):
