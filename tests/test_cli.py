@@ -59,12 +59,14 @@ def test_a_colour_stroke_file_is_one_object_where_it_is_painted(files, checkpoin
     rgba[gray != 0] = (250, 40, 10, 255)  # a red stroke
     rgba[0:5, 0:5] = (255, 255, 255, 0)  # white but transparent: not painted
     imsave(tmp_path / "rgba.png", rgba, check_contrast=False)
+    imsave(tmp_path / "la.png", rgba[..., [0, 3]], check_contrast=False)  # gray + alpha
     outs = {}
-    for name, path in (("gray", files["stroke"]), ("rgba", tmp_path / "rgba.png")):
+    for name, path in (("gray", files["stroke"]), ("rgba", tmp_path / "rgba.png"), ("la", tmp_path / "la.png")):
         outs[name] = tmp_path / f"{name}-out.png"
         argv = ["refine", str(files["image"]), str(path), "-o", str(outs[name]), "--model", str(checkpoint)]
         assert main([*argv, "--device", "cpu", "--threshold", "0.3"]) == 0
     np.testing.assert_array_equal(imread(outs["rgba"]), imread(outs["gray"]))
+    np.testing.assert_array_equal(imread(outs["la"]), imread(outs["gray"]))
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])

@@ -68,14 +68,16 @@ def _read(path: Path) -> np.ndarray:
 
 
 def _painted(array: np.ndarray) -> np.ndarray:
-    """A painted RGB(A) file as one bool mask: a pixel any colour channel marks (and, with alpha, not transparent).
+    """A painted multi-channel file as one bool mask: a pixel any colour channel marks and, in a file with an
+    alpha channel (gray + alpha, RGBA), that is not transparent.
 
-    Image editors save strokes in colour; a grayscale or label image is returned as it is.
+    Image editors save strokes in colour or with alpha; a grayscale or label image is returned as it is.
     """
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
+    if array.ndim != 3:
         return array
-    marked = array[..., :3].any(axis=2)
-    return marked & (array[..., 3] > 0) if array.shape[2] == 4 else marked
+    if array.shape[2] not in (2, 4):
+        return array.any(axis=2)
+    return array[..., :-1].any(axis=2) & (array[..., -1] > 0)
 
 
 def _numbers(text: str) -> list[float] | None:
