@@ -55,6 +55,7 @@ from napari_segmentello.data import CocoInstances, Instance
 from napari_segmentello.engine import Refiner
 from napari_segmentello.metrics import iou
 from napari_segmentello.propagate import propagate
+from napari_segmentello.samples import NEIGHBOUR_MIN_PIXELS
 from napari_segmentello.seeds import EROSION, seed_from_mask
 from napari_segmentello.strokes import human_scribble_stroke, simulate_stroke
 from training.config import load_config
@@ -199,13 +200,10 @@ def probe_coarse(
 
 def neighbour_strokes(source: CocoInstances, inst: Instance) -> np.ndarray | None:
     """A human-like scribble on each other object of ``inst``'s image (16 px or more), seeded by its annotation id."""
-    coco, out = source.coco, np.zeros_like(inst.mask)
-    for ann in coco.loadAnns(coco.getAnnIds(imgIds=[inst.image_id])):
-        if ann["id"] == inst.ann_id:
-            continue
-        mask = coco.annToMask(ann).astype(bool)
-        if mask.sum() >= 16:
-            out |= human_scribble_stroke(mask, np.random.default_rng([0, ann["id"]]))
+    out = np.zeros_like(inst.mask)
+    for ann_id, mask in source.neighbours(inst).items():
+        if mask.sum() >= NEIGHBOUR_MIN_PIXELS:
+            out |= human_scribble_stroke(mask, np.random.default_rng([0, ann_id]))
     return out if out.any() else None
 
 

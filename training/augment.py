@@ -28,13 +28,14 @@ def augmented(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """``(image, mask, changed)``: left-right mirrored with ``flip_prob``, RGB made gray with ``gray_prob``.
 
-    ``image`` is H×W×C. A probability of 0 draws nothing from ``rng``, so configs without
-    augmentation keep their samples. ``changed`` tells the caller the intensity range it
-    cached for the original image no longer applies.
+    ``image`` is H×W×C, ``mask`` H×W or K×H×W (masks of the same frame, mirrored alike).
+    A probability of 0 draws nothing from ``rng``, so configs without augmentation keep
+    their samples. ``changed`` tells the caller the intensity range it cached for the
+    original image no longer applies.
     """
     changed = False
     if flip_prob > 0 and rng.random() < flip_prob:
-        image, mask, changed = image[:, ::-1], mask[:, ::-1], True
+        image, mask, changed = image[:, ::-1], mask[..., ::-1], True
     if gray_prob > 0 and rng.random() < gray_prob and image.shape[2] >= 3:
         image, changed = _grayscale(image), True
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), changed

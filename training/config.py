@@ -55,6 +55,7 @@ class TrainConfig:
     window_jitter: float = 0.0  # object-aware models: pass-1 windows scaled by 2**U(-this, this) (log2 range)
     rough_prior_prob: float = 0.0  # object-aware models: share of rough-mask samples given as prior + core, not stroke
     carried_prob: float = 0.0  # object-aware models: share of samples made as propagation hands a plane over
+    neighbour_prob: float = 0.0  # object-aware models: share of samples whose neighbours are painted as "not this"
     prompt_weight: float = 0.0  # weight of losses.prompt_loss (keep the prompted pixels), added to `loss`
     composite_prob: float = 0.0  # share of training samples swapped for cut-paste rings/bands/holes from train images
     flip_prob: float = 0.0  # share of training samples mirrored left-right (training.augment)
@@ -144,6 +145,7 @@ def _check(cfg: TrainConfig) -> TrainConfig:
         "focus_prob",
         "rough_prior_prob",
         "carried_prob",
+        "neighbour_prob",
         "composite_prob",
         "flip_prob",
         "gray_prob",
@@ -183,6 +185,11 @@ def _check_names(cfg: TrainConfig) -> None:
         raise ValueError(
             f"config field 'carried_prob' = {cfg.carried_prob} needs an object-aware model that takes a previous "
             f"mask (context 'object', extra 'prev'); got context {spec.context!r}, extras {spec.extras}"
+        )
+    if cfg.neighbour_prob > 0 and (spec.context != "object" or "neg" not in spec.extras):
+        raise ValueError(
+            f"config field 'neighbour_prob' = {cfg.neighbour_prob} needs an object-aware model that takes "
+            f"'not this' strokes (context 'object', extra 'neg'); got context {spec.context!r}, extras {spec.extras}"
         )
     if cfg.prompt_weight > 0 and not {"pos", "neg"} <= set(spec.extras):
         raise ValueError(

@@ -21,7 +21,17 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from napari_segmentello.data import CocoInstances, dataset_files
 from napari_segmentello.inputs import intensity_range
 from napari_segmentello.losses import signed_distance_map
-from napari_segmentello.samples import DEFAULT_MIX, PromptMix, Sample, make_sample, perturb_mask  # shared with finetune
+from napari_segmentello.roi import stroke_bbox
+from napari_segmentello.samples import (  # shared with finetune
+    DEFAULT_MIX,
+    NEIGHBOUR_LIMIT,
+    NEIGHBOUR_REACH,
+    PromptMix,
+    Sample,
+    make_sample,
+    neighbour_scribbles,
+    perturb_mask,
+)
 
 from training.augment import augmented
 from training.composites import composite_object
@@ -159,7 +169,12 @@ class StrokeSamples(Dataset):
         composite = self.composite_prob > 0 and rng.random() < self.composite_prob  # no draw at 0: samples unchanged
         if composite:
             image, mask = composite_object(image, self._other_image(index, rng), mask, rng)
-        image, mask, changed = augmented(image, mask, rng, flip_prob=self.flip_prob, gray_prob=self.gray_prob)
+        others = None  # a composite's neighbours are not in its image
+        if not composite and self.mix.neighbours > 0 and rng.random() < self.mix.neighbours:
+            others = self._neighbour_scribbles(s, inst, rng)
+        masks = mask if others is None else np.stack([mask, others])
+        image, masks, changed = augmented(image, masks, rng, flip_prob=self.flip_prob, gray_prob=self.gray_prob)
+        mask, others = (masks, None) if others is None else (masks[0], masks[1])
         if composite or changed:  # this image's own range, never cached under the real image
             lo, hi = intensity_range(image)
         else:
@@ -169,8 +184,15 @@ class StrokeSamples(Dataset):
             lo, hi = self._ranges[key]
         correction = self.correction_prob > 0 and rng.random() < self.correction_prob
         return make_sample(
-            image, mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix
+            image, mask, self.spec, self.protocol, rng, lo=lo, hi=hi, correction=correction, mix=self.mix, others=others
         )
+
+    def _neighbour_scribbles(self, s: int, inst: Any, rng: np.random.Generator) -> np.ndarray | None:
+        """Scribbles on the objects near ``inst`` (within ``NEIGHBOUR_REACH`` × its extent), off ``inst``."""
+        y0, y1, x0, x1 = stroke_bbox(inst.mask)
+        reach = NEIGHBOUR_REACH * max(y1 - y0, x1 - x0)
+        near = self.sources[s].neighbours(inst, reach=reach, limit=NEIGHBOUR_LIMIT)
+        return neighbour_scribbles(inst.mask, near.values(), rng)
 
     def _other_image(self, index: int, rng: np.random.Generator) -> np.ndarray:
         """The image of another random item of this dataset (a composite's texture: same split only)."""

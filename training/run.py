@@ -301,6 +301,7 @@ class Trainer:
                 window_jitter=jitter,
                 rough_prior=cfg.rough_prior_prob,
                 carried=cfg.carried_prob,
+                neighbours=cfg.neighbour_prob,
             ),
             composite_prob=cfg.composite_prob if train else 0.0,
             flip_prob=cfg.flip_prob if train else 0.0,

@@ -182,6 +182,27 @@ class CocoInstances:
             negative_scribble=_decode_extra(ann, "negative_scribble"),
         )
 
+    def neighbours(
+        self, inst: Instance, reach: float = float("inf"), limit: int | None = None
+    ) -> dict[int, np.ndarray]:
+        """The other objects of ``inst``'s image whose boxes come within ``reach`` px of its box: ``{ann id: mask}``.
+
+        Nearest first (gap between the boxes), at most ``limit``; crowd regions are no objects.
+        Kept or too small for training alike: a person annotating the image sees them all.
+        Why: the objects around one are what a labels layer's other ids paint (their strokes
+        are this object's "not this" in ``Refiner.predict_labels``).
+        """
+        ref = self.coco.anns[inst.ann_id]["bbox"]
+        found = []
+        for ann in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[inst.image_id])):
+            if ann["id"] == inst.ann_id or ann.get("iscrowd", 0) or not ann.get("segmentation"):
+                continue
+            gap = _box_gap(ref, ann["bbox"])
+            if gap <= reach:
+                found.append((gap, ann["id"]))
+        found.sort()
+        return {k: self.coco.annToMask(self.coco.anns[k]).astype(bool) for _, k in found[:limit]}
+
     def scribbles(self, image_id: int) -> dict[int, np.ndarray]:
         """The recorded strokes of every annotation of an image that has one: ``{annotation id: H×W bool}``.
 
@@ -198,6 +219,13 @@ class CocoInstances:
             f"{self.ann_file}: {len(self.image_ids)} images, {len(self)} instances "
             f"(min_area={self.min_area}); skipped {skipped}"
         )
+
+
+def _box_gap(a: list[float], b: list[float]) -> float:
+    """Chebyshev gap in px between two COCO ``[x, y, w, h]`` boxes (0 where they touch or overlap)."""
+    gx = max(0.0, b[0] - (a[0] + a[2]), a[0] - (b[0] + b[2]))
+    gy = max(0.0, b[1] - (a[1] + a[3]), a[1] - (b[1] + b[3]))
+    return max(gx, gy)
 
 
 def _decode_extra(ann: dict, key: str) -> np.ndarray | None:
