@@ -311,6 +311,42 @@ def test_predict_objects_costs_each_object_its_windows_not_a_full_frame():
     assert peak < 40e6, f"peak traced memory {peak / 1e6:.0f} MB"
 
 
+def test_predict_objects_asks_each_pass_of_every_object_in_one_batch():
+    """Ten objects, each with its own prompts (a stroke, clicks, a box, an earlier answer, a prior): the
+    plain ones share each pass's forward, the priors theirs, and the answers are those asked one by one."""
+    image = np.zeros((400, 400), np.float32)
+    prompts = {}
+    for k in range(1, 11):
+        y, x = 40 * (k - 1) + 20, 60 + 25 * (k % 4)
+        image[y - 12 : y + 12, x - 15 : x + 15] = 1.0
+        stroke = np.zeros(image.shape, bool)
+        stroke[y, x - 5 : x + 5] = True
+        earlier = np.zeros(image.shape, bool)
+        earlier[y - 10 : y + 10, x - 12 : x + 12] = True
+        kinds = [
+            {"stroke": stroke},
+            {"clicks": [(y, x, 1)]},
+            {"box": (y - 14, x - 17, y + 14, x + 17)},
+            {"stroke": stroke, "previous": earlier},
+            {"prior": earlier, "stroke": stroke},
+        ]
+        prompts[k] = kinds[k % len(kinds)]
+    oracle = Oracle()
+    refiner = Refiner(oracle)
+    refiner.set_image(image)
+    together = refiner.predict_objects(prompts)
+    batches = [len(b) for b in oracle.batches]
+    assert max(batches) >= 8 and len(batches) <= 6, batches  # not 10 objects × 2 passes of one window each
+    oracle.batches.clear()
+    alone, best = np.zeros_like(together), np.zeros(image.shape, np.float32)
+    for k in sorted(prompts):  # each asked alone; a pixel to the surer answer, ties to the lower id
+        prob = refiner.predict_proba(**prompts[k])
+        claim = (prob > 0.5) & (prob > best)
+        alone[claim], best[claim] = k, prob[claim]
+    assert len(oracle.batches) >= 2 * len(prompts) - 2  # one by one: a forward per object and pass
+    np.testing.assert_array_equal(together, alone)
+
+
 def test_training_and_inference_cut_identical_windows():
     """With the ground truth as the image, the oracle's masks are the ground truth's: same windows, same inputs."""
     gt = _disc((600, 640), (300, 330), 170)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache, reduce
 from pathlib import Path
 from typing import Any
@@ -392,6 +392,19 @@ class _Window:
         return paste(region, self.prob, at) if at.overlaps(region.shape) else region
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One object's prompts as :meth:`Refiner._windows` takes them: its stroke (or, ``rough``, its rough mask)."""
+
+    labels: np.ndarray
+    negative: Any
+    previous: Any  # an earlier answer, or with ``keep_previous`` a prior
+    boxes: dict[Any, Any] | None
+    hint: np.ndarray | None
+    rough: bool = False
+    keep_previous: bool = False
+
+
 class Refiner:
     """SAM-predictor style: :meth:`set_image` once (intensity range), then :meth:`predict` per stroke.
 
@@ -469,6 +482,10 @@ class Refiner:
         self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any, clicks: Any = None
     ) -> list[tuple[Any, _Window]]:
         """The windows of a single object given by a stroke, a box or both, or by a rough mask (a prior alone)."""
+        return self._ask(self._request(stroke, box, negative, previous, prior, clicks))
+
+    def _request(self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any, clicks: Any = None) -> _Request:
+        """One object's prompts checked and drawn into the arguments :meth:`_windows` takes."""
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
         stroke, negative, hint = self._with_clicks(stroke, negative, clicks)
@@ -488,21 +505,25 @@ class Refiner:
             )
         boxes = None if box is None else {None: box}
         if stroke is None and prior is not None:  # a rough mask: its core is the stroke
-            return self._rough_windows(
-                self._frame(prior, "prior"), merge=True, negative=negative, boxes=boxes, hint=hint
-            )
+            return _Request(self._frame(prior, "prior"), negative, None, boxes, hint, rough=True)
         if stroke is None:
             stroke = np.zeros(self._image.shape[:2], bool)
-        stroke = self._frame(stroke, "stroke")
         earlier = prior if prior is not None else previous
+        return _Request(self._frame(stroke, "stroke"), negative, earlier, boxes, hint, keep_previous=prior is not None)
+
+    def _ask(self, request: _Request) -> list[tuple[Any, _Window]]:
+        """A request's windows: a rough mask in rounds, anything else by the model's context rule."""
+        r = request
+        if r.rough:
+            return self._rough_windows(r.labels, merge=True, negative=r.negative, boxes=r.boxes, hint=r.hint)
         return self._windows(
-            stroke,
+            r.labels,
             merge=True,
-            negative=negative,
-            previous=earlier,
-            boxes=boxes,
-            keep_previous=prior is not None,
-            hint=hint,
+            negative=r.negative,
+            previous=r.previous,
+            boxes=r.boxes,
+            keep_previous=r.keep_previous,
+            hint=r.hint,
         )
 
     def _with_clicks(self, stroke: Any, negative: Any, clicks: Any) -> tuple[Any, Any, np.ndarray | None]:
@@ -553,16 +574,32 @@ class Refiner:
         bad = [k for k in objects if not isinstance(k, int | np.integer) or isinstance(k, bool) or k <= 0]
         if bad:
             raise ValueError(f"object ids must be positive integers (0 is background), got {bad}")
-        windows = []
+        requests = {}
         for value in sorted(objects):
             unknown = set(objects[value]) - set(PROMPTS)
             if unknown:
                 raise ValueError(f"object {value}: unknown prompt(s) {sorted(unknown)}; expected some of {PROMPTS}")
-            given = [objects[value].get(name) for name in PROMPTS]
-            answer = [window for _, window in self._one(*given)]
-            windows.append((value, reduce(_union, answer)))
+            requests[value] = self._request(*[objects[value].get(name) for name in PROMPTS])
+        batch = {v: r for v, r in requests.items() if self.spec.context == "object" and not r.rough}
+        windows = self._batched(batch)
+        for value, request in requests.items():
+            if value not in batch:  # a rough mask (refined in rounds), or a study family's one stroke window
+                windows.append((value, reduce(_union, [window for _, window in self._ask(request)])))
         dtype = np.min_scalar_type(max(objects, default=0))
-        return _assigned(windows, self._image.shape[:2], dtype, self.threshold)
+        return _assigned(sorted(windows, key=lambda w: w[0]), self._image.shape[:2], dtype, self.threshold)
+
+    def _batched(self, requests: dict[int, _Request]) -> list[tuple[Any, _Window]]:
+        """Object-aware windows of requests that are no rough masks, all objects of a pass in one batch.
+
+        Each object keeps its own prompts; asked together they cost fewer, fuller forward passes than
+        one object at a time (the widget's corrections of many nuclei). Priors skip pass 1: a group apart.
+        """
+        groups: dict[bool, list[_Object]] = {}
+        for value, r in requests.items():
+            neg, prev, hint = self._checked(r.negative, r.previous, r.boxes, False, r.hint)
+            asked = self._object_prompts(r.labels, True, r.boxes or {}, prev, False, neg, hint)
+            groups.setdefault(r.keep_previous, []).extend(replace(o, value=value) for o in asked)
+        return [w for keep, group in groups.items() for w in self._object_run(group, keep_previous=keep)]
 
     def _rough_windows(
         self,
@@ -638,6 +675,16 @@ class Refiner:
         ``keep_previous``: ``previous`` is a prior; ``rough``: each object's ``labels`` pixels are its prior;
         ``hint``: "not this" pixels the network is shown but the answer may keep (negative clicks' discs).
         """
+        neg, prev, hint = self._checked(negative, previous, boxes, rough, hint)
+        if self.spec.context == "object":
+            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg, hint)
+            return self._object_run(objects, keep_previous=keep_previous or rough)
+        return self._stroke_windows(labels, merge=merge, neg=_either(neg, hint), prev=prev)
+
+    def _checked(
+        self, negative: Any, previous: Any, boxes: dict[Any, Any] | None, rough: bool, hint: np.ndarray | None
+    ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """``(negative, previous, hint)`` lined up with the image; a prompt the model has no input for is an error."""
         neg, prev = self._prompt(negative, "negative", "neg"), self._prompt(previous, "previous", "prev")
         hint = self._prompt(hint, "negative click", "neg")
         if boxes and "box" not in self.spec.extras:
@@ -650,14 +697,15 @@ class Refiner:
                 f"this model takes no rough mask: it needs an object-aware model with a 'prev' input, its input "
                 f"recipe is image + {list(self.spec.extras)}; paint strokes inside the objects instead"
             )
-        if self.spec.context == "object":
-            objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg, hint)
-            windows = self._object_windows(objects, keep_previous or rough)
-            if not (keep_previous or rough):
-                windows = self._with_left_out(objects, windows)
-            excluded = {o.value: o.excluded for o in objects}
-            return [(value, _excluding(window, excluded[value])) for value, window in windows]
-        return self._stroke_windows(labels, merge=merge, neg=_either(neg, hint), prev=prev)
+        return neg, prev, hint
+
+    def _object_run(self, objects: list[_Object], *, keep_previous: bool) -> list[tuple[Any, _Window]]:
+        """Objects' final windows: both passes (or pass 2 on a prior), left-out parts joined, "not this" held out."""
+        windows = self._object_windows(objects, keep_previous)
+        if not keep_previous:
+            windows = self._with_left_out(objects, windows)
+        excluded = {o.value: o.excluded for o in objects}
+        return [(value, _excluding(window, excluded[value])) for value, window in windows]
 
     def _with_left_out(self, objects: list[_Object], windows: list[tuple[Any, _Window]]) -> list[tuple[Any, _Window]]:
         """Each stroke part (a click, a separate stroke) that its object's answer left out, refined alone and joined in.
