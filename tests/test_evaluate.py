@@ -311,6 +311,18 @@ def test_rough_protocols_give_the_model_the_mask_as_a_prior(tmp_path, checkpoint
     assert evaluate.baseline_registry("lasso") is baselines.ROUGH_BASELINES
 
 
+@pytest.mark.data
+def test_grabcut_answers_depend_on_their_inputs_alone_not_on_earlier_calls(data_root):
+    """GrabCut's k-means starts from OpenCV's global random state: another call in between must not move an answer."""
+    source = CocoInstances(*dataset_files("coco-mini", "val", data_root), max_images=6)
+    objects = [source[i] for i in range(min(6, len(source)))]
+    strokes = [simulate_stroke(inst.mask, "human-scribble", np.random.default_rng(i)) for i, inst in enumerate(objects)]
+    first = [baselines.grabcut(inst.image, stroke) for inst, stroke in zip(objects, strokes, strict=True)]
+    for k in range(len(objects)):  # backwards, so each call follows another object's
+        j = len(objects) - 1 - k
+        np.testing.assert_array_equal(baselines.grabcut(objects[j].image, strokes[j]), first[j])
+
+
 def test_grabcut_box_segments_the_disc_inside_a_loose_box():
     image, _, disc = disc_scene()
     pred = baselines.grabcut_box(image, (27, 26, 74, 75))  # the disc (rows/cols 30-70) with a few px of slack

@@ -31,6 +31,8 @@ from napari_segmentello.inputs import intensity_range, to_model_image
 from napari_segmentello.roi import roi_from_stroke, stroke_bbox
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
+GRABCUT_SEED = 0  # OpenCV's random state at each GrabCut call: an answer depends on its inputs alone
+
 
 def stroke_window(
     image: np.ndarray, stroke: np.ndarray, margin: float
@@ -73,7 +75,12 @@ def _negative_window(negative: np.ndarray | None, region: tuple[slice, slice], s
 def _run_grabcut(
     rgb: np.ndarray, labels: np.ndarray, rect: tuple[int, int, int, int] | None, iterations: int
 ) -> np.ndarray:
-    """OpenCV GrabCut on a [0, 1] RGB window: with ``rect`` (x, y, w, h) from a rectangle, else from ``labels``."""
+    """OpenCV GrabCut on a [0, 1] RGB window: with ``rect`` (x, y, w, h) from a rectangle, else from ``labels``.
+
+    GrabCut starts its colour models by k-means from OpenCV's global random state, so without a seed of
+    its own each call's answer would depend on the calls made before it (another subset, order or model).
+    """
+    cv2.setRNGSeed(GRABCUT_SEED)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     img8 = np.ascontiguousarray(np.round(rgb * 255).astype(np.uint8))
     mode = cv2.GC_INIT_WITH_MASK if rect is None else cv2.GC_INIT_WITH_RECT
