@@ -318,8 +318,7 @@ def test_grabcut_answers_depend_on_their_inputs_alone_not_on_earlier_calls(data_
     objects = [source[i] for i in range(min(6, len(source)))]
     strokes = [simulate_stroke(inst.mask, "human-scribble", np.random.default_rng(i)) for i, inst in enumerate(objects)]
     first = [baselines.grabcut(inst.image, stroke) for inst, stroke in zip(objects, strokes, strict=True)]
-    for k in range(len(objects)):  # backwards, so each call follows another object's
-        j = len(objects) - 1 - k
+    for j in reversed(range(len(objects))):  # backwards: after the first, each call follows another object's
         np.testing.assert_array_equal(baselines.grabcut(objects[j].image, strokes[j]), first[j])
 
 
