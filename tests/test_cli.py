@@ -155,10 +155,12 @@ def test_refine_rough_with_a_stroke_model_says_it_takes_no_rough_mask(files, che
         ({"model": "no-such-model"}, "unknown model"),
         ({"threshold": "2"}, "threshold"),
         ({"stroke": "blank.png"}, "empty"),
+        ({"image": "garbage.png"}, "cannot read"),
     ],
 )
 def test_refine_errors_are_one_line_and_exit_2(files, checkpoint, tmp_path, capsys, change, message):
     imsave(tmp_path / "blank.png", np.zeros((H, W), np.uint8), check_contrast=False)
+    (tmp_path / "garbage.png").write_text("not an image")
     args = {"image": files["image"], "stroke": files["stroke"], "output": "mask.png", "model": checkpoint}
     args |= {"threshold": "0.5"} | change
     image, stroke, output = (str(tmp_path / args[k]) for k in ("image", "stroke", "output"))

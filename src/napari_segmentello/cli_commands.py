@@ -64,7 +64,8 @@ def _read(path: Path) -> np.ndarray:
     try:
         return imread(path)
     except (OSError, SyntaxError) as exc:  # imageio/Pillow report unreadable files as these
-        raise ValueError(f"cannot read {path} as an image: {exc}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # imageio appends plugin advice
+        raise ValueError(f"cannot read {path} as an image: {reason}") from exc
 
 
 def _painted(array: np.ndarray) -> np.ndarray:
