@@ -265,6 +265,13 @@ def test_clicks_that_name_no_object_are_a_clear_value_error(clicks):
     assert refine(image, bar(), clicks=clicks, model=model).any()  # with a stroke they are fine
 
 
+@pytest.mark.parametrize("clicks", ["abc", [(1, 2, 1), (3, 4)], [("a", 2, 1)]])
+def test_clicks_that_are_not_numbers_say_what_clicks_are(clicks):
+    model = Echo(get_spec("tiny16-32", extras=("pos", "neg")))
+    with pytest.raises(ValueError, match=r"clicks must be \(row, col, positive\) numbers"):
+        refine(np.zeros((H, W)), clicks=clicks, model=model)
+
+
 def test_bad_arguments_are_value_errors():
     image = np.zeros((H, W))
     with pytest.raises(ValueError, match="threshold"):

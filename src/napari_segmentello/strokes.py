@@ -811,7 +811,10 @@ def click_masks(clicks: object, shape: tuple[int, int]) -> tuple[np.ndarray, np.
     see it. So only the clicked pixel of a negative click is certain "not this": its disc can
     reach into the object when the click lands on a thin false-positive rim.
     """
-    arr = np.asarray(clicks, dtype=float)
+    try:
+        arr = np.asarray(clicks, dtype=float)
+    except (TypeError, ValueError) as exc:  # text, ragged lists, objects: name the expected form, not numpy's
+        raise ValueError(f"clicks must be (row, col, positive) numbers, got {clicks!r:.80}") from exc
     if arr.size == 0:
         arr = arr.reshape(0, 3)
     if arr.ndim != 2 or arr.shape[1] != 3:
