@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 GRID = {  # dataset -> protocols evaluated on its val split
     "coco-mini": ("study", "human-scribble", "scribble", "lasso", "coarse", "click"),
     "dsb2018-nuclei": ("study", "scribble", "click"),
+    "nuclei-histology": ("human-scribble", "scribble", "click"),  # issue 15: microscopy beside GrabCut
+    "em-isbi2012": ("human-scribble", "scribble", "click"),
 }
 METHOD_NAMES = {
     evaluate.MODEL: "**{model}**",
