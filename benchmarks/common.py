@@ -155,7 +155,7 @@ def resolve_models(names: str | None, stand_in: bool, folder: Path) -> list[tupl
     Default: every bundled model (``list_models()``); with ``stand_in`` (or when
     nothing is bundled and no names are given) a labelled random-init stand-in.
     """
-    from napari_segmentello.engine import list_models
+    from napari_segmentello.loader import list_models
 
     chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list_models()
     models = [(Path(n).stem if n.endswith(".pt") else n, n, False) for n in chosen]

@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> Path:
     if unknown:
         raise KeyError(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARKS)}")
     if not args.markdown_only:
-        from napari_segmentello.engine import list_models
+        from napari_segmentello.loader import list_models
 
         stand_in = args.stand_in or not (args.models or args.model or list_models())
         for name in names:

@@ -118,7 +118,9 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     """One measurement in this (fresh) process: baseline RSS first, then the timed calls."""
     import torch
 
-    from napari_segmentello.engine import Refiner, load_model, refine
+    from napari_segmentello.engine import Refiner, refine
+
+    from napari_segmentello.loader import load_model
     from napari_segmentello.roi import roi_from_stroke
 
     torch.set_num_threads(job["threads"])

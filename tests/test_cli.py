@@ -11,7 +11,7 @@ import pytest
 import torch
 from skimage.io import imread, imsave
 
-from napari_segmentello import __version__, engine
+from napari_segmentello import __version__, engine, loader
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.cli import main
 from napari_segmentello.models import build_model
@@ -173,7 +173,7 @@ def test_refine_errors_are_one_line_and_exit_2(files, checkpoint, tmp_path, caps
 def test_models_table_reads_spec_provenance_and_metrics(monkeypatch, tmp_path, capsys):
     model = build_model("tiny16-32")
     save_checkpoint(tmp_path / "default.pt", model, provenance={"dataset": "coco-mini"}, metrics={"val": {"iou": 0.5}})
-    monkeypatch.setattr(engine, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loader, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     header, row = capsys.readouterr().out.splitlines()
     assert header.split()[:3] == ["name", "size", "params"]
@@ -183,7 +183,7 @@ def test_models_table_reads_spec_provenance_and_metrics(monkeypatch, tmp_path, c
 
 
 def test_models_without_bundled_weights_says_how_to_get_them(monkeypatch, tmp_path, capsys, checkpoint):
-    monkeypatch.setattr(engine, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loader, "WEIGHTS_DIR", tmp_path)
     assert main(["models"]) == 0
     assert "no bundled weights" in capsys.readouterr().out
     assert main(["models", str(checkpoint)]) == 0

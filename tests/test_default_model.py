@@ -13,7 +13,8 @@ from napari_segmentello import list_models
 from napari_segmentello._sample_data import load_sample
 from napari_segmentello.checkpoint import load_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
-from napari_segmentello.engine import WEIGHTS_DIR, Refiner, refine_labels
+from napari_segmentello.engine import Refiner, refine_labels
+from napari_segmentello.loader import WEIGHTS_DIR
 from napari_segmentello.metrics import iou
 from napari_segmentello.strokes import simulate_stroke
 

@@ -17,9 +17,10 @@ import torch
 from scipy.ndimage import binary_dilation
 from torch import nn
 
-from napari_segmentello import engine
+from napari_segmentello import engine, loader
 from napari_segmentello.checkpoint import save_checkpoint
-from napari_segmentello.engine import Refiner, list_models, load_model, refine, refine_labels, resolve_device
+from napari_segmentello.engine import Refiner, refine, refine_labels, resolve_device
+from napari_segmentello.loader import list_models, load_model
 from napari_segmentello.inputs import intensity_range, prepare_window
 from napari_segmentello.models import build_model, get_spec
 
@@ -37,7 +38,7 @@ def weights_dir(tmp_path, monkeypatch):
     """An empty bundled-weights folder, so tests never see weights trained later."""
     folder = tmp_path / "weights"
     folder.mkdir()
-    monkeypatch.setattr(engine, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(loader, "WEIGHTS_DIR", folder)
     return folder
 
 

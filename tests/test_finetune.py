@@ -8,7 +8,8 @@ import torch
 
 from napari_segmentello.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
-from napari_segmentello.engine import Refiner, load_model
+from napari_segmentello.engine import Refiner
+from napari_segmentello.loader import load_model
 from napari_segmentello.finetune import FinetuneCancelled, collect_objects, finetune, make_batch
 from napari_segmentello.losses import make_loss
 from napari_segmentello.models import build_model

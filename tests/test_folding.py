@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from napari_segmentello._sample_data import load_sample
-from napari_segmentello.engine import Refiner, load_model
+from napari_segmentello.engine import Refiner
+from napari_segmentello.loader import load_model
 from napari_segmentello.models import build_model
 from napari_segmentello.models.folding import folded_for_inference
 

@@ -14,7 +14,7 @@ import torch
 
 from napari_segmentello.checkpoint import load_checkpoint
 from napari_segmentello.inputs import channel_of
-from napari_segmentello.engine import load_model
+from napari_segmentello.loader import load_model
 from napari_segmentello.losses import distill_loss, prompt_loss
 from napari_segmentello.models.efficientnet import pretrained_file
 

@@ -19,7 +19,7 @@ from gui_support import MIN_IOU, WAIT_MS, BrightStandIn, iou, run_refine
 
 from napari_segmentello._qt.boxes import BOX_LABEL, free_id, pixel_box, plane_boxes
 from napari_segmentello._qt.controller import ERASE_ID
-from napari_segmentello.engine import list_models
+from napari_segmentello.loader import list_models
 from napari_segmentello.models import get_spec
 
 

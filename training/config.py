@@ -231,7 +231,7 @@ def _check_init_spec(path: str, spec: Any) -> None:
 
 def _check_teacher(name: str, spec: Any) -> None:
     """A teacher reads the student's input tensors: the same image channels, prompt planes and window rule."""
-    from napari_segmentello.engine import load_model
+    from napari_segmentello.loader import load_model
 
     theirs = load_model(name, "cpu").spec
     differ = [

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from napari_segmentello.checkpoint import load_checkpoint, save_checkpoint
 from napari_segmentello.devices import resolve_device
 from napari_segmentello.inputs import channel_of
-from napari_segmentello.engine import load_model
+from napari_segmentello.loader import load_model
 from napari_segmentello.losses import distill_loss, make_loss, prompt_loss
 from napari_segmentello.models import build_model
 from napari_segmentello.models.folding import folded_for_inference

@@ -24,8 +24,8 @@ _LAZY = {
     "refine": "napari_segmentello.engine",
     "refine_labels": "napari_segmentello.engine",
     "Refiner": "napari_segmentello.engine",
-    "list_models": "napari_segmentello.engine",
-    "load_model": "napari_segmentello.engine",
+    "list_models": "napari_segmentello.loader",
+    "load_model": "napari_segmentello.loader",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -206,7 +206,7 @@ def _describe(name: str, path: Path) -> list[str]:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from napari_segmentello.engine import WEIGHTS_DIR, list_models
+    from napari_segmentello.loader import WEIGHTS_DIR, list_models
 
     entries = [(p.stem, p) for p in args.checkpoints] or [(n, WEIGHTS_DIR / f"{n}.pt") for n in list_models()]
     if not entries:

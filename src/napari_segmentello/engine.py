@@ -17,11 +17,9 @@ range, once per image) and then only the windows.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache, reduce
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ from torch import nn
 
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
 from napari_segmentello.inputs import Box, channel_of, intensity_range, prepare_window, window_input
+from napari_segmentello.loader import ModelLike, load_model
 from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import (
     ROI,
@@ -49,9 +48,8 @@ from napari_segmentello.roi import (
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 from napari_segmentello.strokes import click_masks
 
-__all__ = ["Refiner", "list_models", "load_model", "refine", "refine_labels", "resolve_device"]
+__all__ = ["Refiner", "refine", "refine_labels", "resolve_device"]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 # A rough mask is refined, then that answer refined again as the rough mask. On held-out train images
 # (scripts/heldout_probe.py coarse --objects 30 --protocol P --rough-rounds 1,2,3,4, mean of five sets)
 # a second round lifted lassos 0.680 -> 0.713 and kept coarse masks level (0.779 -> 0.781); a third
@@ -68,70 +66,8 @@ _NUMERIC = "biuf"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
 PROMPTS = ("stroke", "box", "negative", "previous", "prior", "clicks")  # one object's prompts, in ``_one``'s order
 
-ModelLike = str | os.PathLike | nn.Module
-
-
-def list_models() -> list[str]:
-    """Names of the bundled weights (``weights/<name>.pt``), ``"default"`` first."""
-    names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-    return sorted(names, key=lambda n: n != "default")
-
-
-def _checkpoint_path(name_or_path: str | os.PathLike) -> Path:
-    """A bundled name or an existing file; otherwise an error that says what to pass instead."""
-    name = os.fspath(name_or_path)
-    if not isinstance(name_or_path, os.PathLike) and name in list_models():
-        return WEIGHTS_DIR / f"{name}.pt"
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path.resolve()
-    if name == "default":
-        raise ValueError(
-            "no bundled weights 'default' found; train them with `python -m training.run ...` "
-            "or pass a checkpoint path (model='path/to/checkpoint.pt')"
-        )
-    raise KeyError(
-        f"unknown model {name!r}: it is neither a bundled model nor an existing checkpoint file; "
-        f"bundled models: {list_models()}; to use your own weights pass the path of a checkpoint "
-        "file, e.g. model='path/to/checkpoint.pt'"
-    )
-
-
-@lru_cache(maxsize=8)
-def _load_checkpoint_model(path: str, mtime_ns: int, size: int, device: str) -> nn.Module:
-    """One loaded module per (file version, device); the file's stamp makes a retrained file reload."""
-    from napari_segmentello.checkpoint import load_model_from_checkpoint
-
-    return load_model_from_checkpoint(path, device=device)
-
-
 # The forward copy of each loaded checkpoint's module (batch norms folded, channels-last weights)
 _inference_net = lru_cache(maxsize=8)(folded_for_inference)
-
-
-def load_model(name_or_path: ModelLike, device: str | torch.device = "auto") -> nn.Module:
-    """The eval-mode module for a bundled name or checkpoint path, cached per (file, device).
-
-    An ``nn.Module`` with a ``.spec`` is returned as is; with an explicit ``device`` it is
-    moved there (``Module.to`` moves in place), with ``"auto"`` it stays where it is.
-    """
-    if isinstance(name_or_path, nn.Module):
-        if not hasattr(name_or_path, "spec"):
-            raise ValueError(
-                "a model passed as an nn.Module needs a `.spec` (napari_segmentello.models.ModelSpec) "
-                "describing its input recipe; build it with napari_segmentello.models.build_model"
-            )
-        here = module_device(name_or_path)
-        if device != "auto" or here is None:
-            target = resolve_device(device)
-            if here is not None and here != target:
-                name_or_path.to(target)
-        return name_or_path
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise ValueError(f"model must be a bundled name, a checkpoint path or an nn.Module, got {type(name_or_path)}")
-    path = _checkpoint_path(name_or_path)
-    stat = path.stat()
-    return _load_checkpoint_model(str(path), stat.st_mtime_ns, stat.st_size, str(resolve_device(device)))
 
 
 class _WithChannelAxis:

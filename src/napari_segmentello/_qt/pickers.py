@@ -10,7 +10,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 import torch
 from torch import nn
 
-from napari_segmentello.engine import list_models, load_model
+from napari_segmentello.loader import list_models, load_model
 
 LOAD_CHECKPOINT = "Load checkpoint…"
 
