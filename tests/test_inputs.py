@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_segmentello.inputs import intensity_range
+from napari_segmentello.inputs import click_masks, intensity_range, points_to_stroke
 
 
 def _numpy_range(image: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -39,3 +39,14 @@ def test_float_images_ignore_nan_and_inf():
     image[::7, ::5] = np.nan
     image[3, 4, 0], image[5, 6, 1] = np.inf, -np.inf
     np.testing.assert_allclose(intensity_range(image), _numpy_range(image), rtol=1e-12)
+
+
+def test_click_masks_split_clicks_into_discs_and_the_negative_clicks_own_pixels():
+    shape = (60, 70)
+    pos, neg, points = click_masks([(10, 10, 1), (30, 40, 0), (50, 12, True), (80, 5, 0)], shape)
+    np.testing.assert_array_equal(pos, points_to_stroke(np.array([[10.0, 10.0], [50.0, 12.0]]), shape))
+    np.testing.assert_array_equal(neg, points_to_stroke(np.array([[30.0, 40.0]]), shape))  # off-canvas: none
+    assert np.argwhere(points).tolist() == [[30, 40]]
+    assert not any(m.any() for m in click_masks(np.zeros((0, 3)), shape))
+    with pytest.raises(ValueError, match=r"\(N, 3\) array of \(row, col, positive\)"):
+        click_masks([(1, 2)], shape)

@@ -10,8 +10,9 @@ import torch
 
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.data import CocoInstances, dataset_files
+from napari_segmentello.inputs import points_to_stroke
 from napari_segmentello.models import build_model
-from napari_segmentello.strokes import first_click, points_to_stroke
+from napari_segmentello.strokes import first_click
 from training import noc as noc_module
 from training.baselines import grabcut
 from training.noc import (

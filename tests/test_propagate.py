@@ -1,6 +1,6 @@
 """Propagation through a stack: the walk (with stand-in refiners), input checks, and a real nucleus volume.
 
-Also the user's clicks as strokes (``strokes.points_to_stroke``), the other prompt the widget builds.
+Also the user's clicks as strokes (``inputs.points_to_stroke``), the other prompt the widget builds.
 
 No volume ships offline (skimage's ``cells3d`` is a download), so :func:`nucleus_stack`
 builds one from a real dsb2018-nuclei *val* image: one nucleus is given sphere-like
@@ -42,7 +42,8 @@ from napari_segmentello.roi import roi_from_stroke
 from training import report
 from training.propagation import first_below, load_sequence, start_frame
 from training.propagation import main as propagation_main
-from napari_segmentello.strokes import CLICK_RADIUS, click_stroke, points_to_stroke, simulate_stroke
+from napari_segmentello.inputs import CLICK_RADIUS, points_to_stroke
+from napari_segmentello.strokes import click_stroke, simulate_stroke
 
 SHAPE = (64, 80)
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from skimage.draw import disk
 from skimage.morphology import skeletonize
 
 from napari_segmentello import strokes
+from napari_segmentello.inputs import points_to_stroke
 from napari_segmentello.strokes import PROTOCOLS, correction_strokes, first_click, next_click, simulate_stroke
 
 NAMES = sorted(PROTOCOLS)
@@ -325,7 +326,7 @@ def test_human_scribble_lines_are_partial_or_long_mostly_inside_with_some_spill(
 
 def test_random_clicks_are_click_discs_inside_the_object():
     mask = _big_disc(40)
-    one_click = strokes.points_to_stroke(np.array([[50.0, 50.0]]), mask.shape).sum()
+    one_click = points_to_stroke(np.array([[50.0, 50.0]]), mask.shape).sum()
     counts = []
     for stroke in _draws("clicks", mask, n=30):
         assert not (stroke & ~mask).any()
@@ -334,17 +335,6 @@ def test_random_clicks_are_click_discs_inside_the_object():
         sizes = ndi.sum_labels(stroke, labels, index=np.arange(1, n + 1))
         assert (sizes >= one_click).all() and stroke.sum() <= 3 * one_click
     assert set(counts) >= {1, 2, 3}
-
-
-def test_click_masks_split_clicks_into_discs_and_the_negative_clicks_own_pixels():
-    shape = (60, 70)
-    pos, neg, points = strokes.click_masks([(10, 10, 1), (30, 40, 0), (50, 12, True), (80, 5, 0)], shape)
-    np.testing.assert_array_equal(pos, strokes.points_to_stroke(np.array([[10.0, 10.0], [50.0, 12.0]]), shape))
-    np.testing.assert_array_equal(neg, strokes.points_to_stroke(np.array([[30.0, 40.0]]), shape))  # off-canvas: none
-    assert np.argwhere(points).tolist() == [[30, 40]]
-    assert not any(m.any() for m in strokes.click_masks(np.zeros((0, 3)), shape))
-    with pytest.raises(ValueError, match=r"\(N, 3\) array of \(row, col, positive\)"):
-        strokes.click_masks([(1, 2)], shape)
 
 
 def _record_array_sizes(monkeypatch) -> list[int]:

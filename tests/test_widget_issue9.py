@@ -27,10 +27,10 @@ from napari_segmentello._qt.finetune import FinetuneDialog
 from napari_segmentello._qt.refine import Drawn, own_clicks, refine_job
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.engine import Refiner
+from napari_segmentello.inputs import points_to_stroke
 from napari_segmentello.loader import list_models, load_model
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.propagate import propagate
-from napari_segmentello.strokes import points_to_stroke
 
 pytestmark = pytest.mark.gui
 

@@ -17,8 +17,8 @@ import torch
 from skimage.draw import disk
 from torch import nn
 
-from napari_segmentello.inputs import channel_of
-from napari_segmentello.strokes import CLICK_RADIUS, next_click
+from napari_segmentello.inputs import CLICK_RADIUS, channel_of
+from napari_segmentello.strokes import next_click
 
 __all__ = ["IterativeRounds", "PromptChannels", "add_corrective_clicks"]
 

@@ -8,7 +8,7 @@ Two protocols, each method correcting its *own* errors:
   positive in missed object, negative in false positive (:func:`~napari_segmentello.strokes.next_click`).
   The model is given the clicks as points (``Refiner.predict(clicks=...)``, as the widget
   gives them: discs for the network, only a negative click's own pixel held out of the
-  answer); GrabCut as discs (:func:`~napari_segmentello.strokes.points_to_stroke`), positive
+  answer); GrabCut as discs (:func:`~napari_segmentello.inputs.points_to_stroke`), positive
   ones sure foreground, negative ones sure background. No randomness.
 - a stroke protocol (default ``scribble``, our own): round 1 is one simulated stroke
   (seeded by (seed, annotation id), the same for every method); every later round adds
@@ -40,15 +40,9 @@ from tqdm import tqdm
 
 from napari_segmentello.data import CocoInstances
 from napari_segmentello.engine import Refiner
+from napari_segmentello.inputs import click_masks
 from napari_segmentello.metrics import iou
-from napari_segmentello.strokes import (
-    PROTOCOLS,
-    click_masks,
-    correction_strokes,
-    first_click,
-    next_click,
-    simulate_stroke,
-)
+from napari_segmentello.strokes import PROTOCOLS, correction_strokes, first_click, next_click, simulate_stroke
 
 from training.baselines import grabcut
 from training.dataset import resolve_dataset
@@ -149,7 +143,7 @@ def grabcut_method(image: np.ndarray, margin: float) -> Method:
 
 
 def clicks_to_strokes(clicks: Sequence[Click], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """``(pos, neg)``: the positive clicks' discs and the negative clicks' discs (``strokes.click_masks``)."""
+    """``(pos, neg)``: the positive clicks' discs and the negative clicks' discs (``inputs.click_masks``)."""
     pos, neg, _ = click_masks(clicks, shape)
     return pos, neg
 

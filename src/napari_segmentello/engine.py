@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
-from napari_segmentello.inputs import Box, channel_of, intensity_range, prepare_window, window_input
+from napari_segmentello.inputs import Box, channel_of, click_masks, intensity_range, prepare_window, window_input
 from napari_segmentello.loader import ModelLike, load_model
 from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import (
@@ -46,7 +46,6 @@ from napari_segmentello.roi import (
     stroke_bbox,
 )
 from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
-from napari_segmentello.strokes import click_masks
 
 __all__ = ["Refiner", "refine", "refine_labels", "resolve_device"]
 
@@ -391,7 +390,7 @@ class Refiner:
         ``clicks`` ((N, 3) ``(row, col, positive)``) are points: a positive click joins the stroke
         as a disc, a negative one is a "not this" disc for the network. ``negative`` pixels never
         join the answer; of a negative click only the clicked pixel is held out so, as its disc
-        may reach into the object (``strokes.click_masks``).
+        may reach into the object (``inputs.click_masks``).
         """
         out = np.zeros(self._image.shape[:2] if self._image is not None else (0, 0), bool)
         for _, window in self._one(stroke, box, negative, previous, prior, clicks):

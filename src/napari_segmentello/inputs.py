@@ -10,11 +10,14 @@ more channel after the image:
 - ``box``  the user's box as a filled rectangle, 0/1, zeros when absent
 - ``grad`` Sobel gradient magnitude of the grayscale image (the seed study's recipe:
   grayscale + mask + gradient is ``image_channels=1, extras=("pos", "grad")``)
+
+A user's clicks enter as small disc strokes (:func:`click_masks`), the shape training simulates.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from skimage.draw import disk
 from skimage.filters import sobel
 
 from napari_segmentello.roi import ROI, read_prompt, read_resized, roi_from_stroke
@@ -200,3 +203,56 @@ def prepare_window(
     """
     roi = roi_from_stroke(stroke, margin=spec.roi_margin)
     return window_input(image, roi, spec, lo, hi, pos=stroke, neg=neg, prev=prev), roi
+
+
+# A user's clicks as the network sees them
+
+# px: the centre of strokes.click_stroke's U(3, 6) disc radius, so a user's click looks like training's
+CLICK_RADIUS = 4.5
+
+
+def points_to_stroke(points: np.ndarray, shape: tuple[int, int], radius: float = CLICK_RADIUS) -> np.ndarray:
+    """A bool H×W stroke of discs of ``radius`` at ``points`` ((N, 2) row, col floats): clicks as a stroke.
+
+    A click is a small disc stroke, the shape ``strokes.click_stroke`` simulates in training.
+    Points whose rounded position falls outside the image are ignored (a click off the
+    canvas means nothing); no points give an empty stroke.
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must be an (N, 2) array of (row, col), got shape {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("points must be finite (no NaN or inf coordinates)")
+    if len(shape) != 2 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
+        raise ValueError(f"shape must be (H, W) with positive integer sizes, got {shape!r}")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius must be a positive number of pixels, got {radius!r}")
+    h, w = int(shape[0]), int(shape[1])
+    stroke = np.zeros((h, w), bool)
+    centers = np.round(pts)
+    inside = (centers[:, 0] >= 0) & (centers[:, 0] < h) & (centers[:, 1] >= 0) & (centers[:, 1] < w)
+    for center, pixel in zip(pts[inside], centers[inside].astype(int), strict=True):
+        stroke[disk(tuple(center), radius, shape=(h, w))] = True
+        stroke[tuple(pixel)] = True  # a sub-pixel radius still marks the clicked pixel
+    return stroke
+
+
+def click_masks(clicks: object, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(positive discs, negative discs, negative points)``: bool H×W masks of ``(row, col, positive)`` clicks.
+
+    A click marks a point; its disc (``points_to_stroke``) is how the network was trained to
+    see it. So only the clicked pixel of a negative click is certain "not this": its disc can
+    reach into the object when the click lands on a thin false-positive rim.
+    """
+    try:
+        arr = np.asarray(clicks, dtype=float)
+    except (TypeError, ValueError) as exc:  # text, ragged lists, objects: name the expected form, not numpy's
+        raise ValueError(f"clicks must be (row, col, positive) numbers, got {clicks!r:.80}") from exc
+    if arr.size == 0:
+        arr = arr.reshape(0, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"clicks must be an (N, 3) array of (row, col, positive), got shape {arr.shape}")
+    positive = arr[:, 2] != 0
+    pos, neg = points_to_stroke(arr[positive, :2], shape), points_to_stroke(arr[~positive, :2], shape)
+    points = points_to_stroke(arr[~positive, :2], shape, radius=0.5)
+    return pos, neg, points

@@ -21,6 +21,7 @@ from skimage.measure import approximate_polygon, block_reduce, find_contours
 from skimage.morphology import convex_hull_image, isotropic_closing, isotropic_dilation, isotropic_erosion, skeletonize
 from skimage.transform import resize
 
+from napari_segmentello.inputs import CLICK_RADIUS, points_to_stroke
 from napari_segmentello.roi import stroke_bbox
 
 MIN_BRUSH = 2.0  # px radius: nobody paints with a thinner brush than ~5 px
@@ -771,55 +772,3 @@ def stroke_measures(stroke: np.ndarray, mask: np.ndarray) -> tuple[float, float,
     inside = int((_crop(mask, (oy, ox), crop.shape) & crop).sum())
     _, n = ndi.label(crop, structure=np.ones((3, 3)))
     return area / skeleton, skeleton / max(y1 - y0, x1 - x0), inside / area, int(n)
-
-
-# ---------------------------------------------------------------- clicks from the user
-
-CLICK_RADIUS = 4.5  # px: the centre of click_stroke's U(3, 6) disc radius, so a user's click looks like training's
-
-
-def points_to_stroke(points: np.ndarray, shape: tuple[int, int], radius: float = CLICK_RADIUS) -> np.ndarray:
-    """A bool H×W stroke of discs of ``radius`` at ``points`` ((N, 2) row, col floats): clicks as a stroke.
-
-    A click is a small disc stroke, the shape ``click_stroke`` simulates in training.
-    Points whose rounded position falls outside the image are ignored (a click off the
-    canvas means nothing); no points give an empty stroke.
-    """
-    pts = np.asarray(points, dtype=float)
-    if pts.ndim != 2 or pts.shape[1] != 2:
-        raise ValueError(f"points must be an (N, 2) array of (row, col), got shape {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise ValueError("points must be finite (no NaN or inf coordinates)")
-    if len(shape) != 2 or not all(isinstance(n, int | np.integer) and n > 0 for n in shape):
-        raise ValueError(f"shape must be (H, W) with positive integer sizes, got {shape!r}")
-    if not (np.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius must be a positive number of pixels, got {radius!r}")
-    h, w = int(shape[0]), int(shape[1])
-    stroke = np.zeros((h, w), bool)
-    centers = np.round(pts)
-    inside = (centers[:, 0] >= 0) & (centers[:, 0] < h) & (centers[:, 1] >= 0) & (centers[:, 1] < w)
-    for center, pixel in zip(pts[inside], centers[inside].astype(int), strict=True):
-        stroke[disk(tuple(center), radius, shape=(h, w))] = True
-        stroke[tuple(pixel)] = True  # a sub-pixel radius still marks the clicked pixel
-    return stroke
-
-
-def click_masks(clicks: object, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(positive discs, negative discs, negative points)``: bool H×W masks of ``(row, col, positive)`` clicks.
-
-    A click marks a point; its disc (``points_to_stroke``) is how the network was trained to
-    see it. So only the clicked pixel of a negative click is certain "not this": its disc can
-    reach into the object when the click lands on a thin false-positive rim.
-    """
-    try:
-        arr = np.asarray(clicks, dtype=float)
-    except (TypeError, ValueError) as exc:  # text, ragged lists, objects: name the expected form, not numpy's
-        raise ValueError(f"clicks must be (row, col, positive) numbers, got {clicks!r:.80}") from exc
-    if arr.size == 0:
-        arr = arr.reshape(0, 3)
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"clicks must be an (N, 3) array of (row, col, positive), got shape {arr.shape}")
-    positive = arr[:, 2] != 0
-    pos, neg = points_to_stroke(arr[positive, :2], shape), points_to_stroke(arr[~positive, :2], shape)
-    points = points_to_stroke(arr[~positive, :2], shape, radius=0.5)
-    return pos, neg, points

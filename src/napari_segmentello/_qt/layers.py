@@ -15,7 +15,7 @@ import numpy as np
 from napari.layers import Image, Labels, Points, Shapes
 from scipy import ndimage as ndi
 
-from napari_segmentello.strokes import CLICK_RADIUS
+from napari_segmentello.inputs import CLICK_RADIUS
 
 OUTPUT_TAG = "segmentello-output"
 CLICK_LABEL = "label"  # the clicks layer's feature holding each click's object id

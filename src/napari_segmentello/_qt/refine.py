@@ -23,8 +23,8 @@ from napari_segmentello._qt import layers as ql
 from napari_segmentello._qt.boxes import Box, plane_boxes
 from napari_segmentello._qt.controller import Controller
 from napari_segmentello.engine import Refiner, strokes_exclude_each_other, takes_rough_masks
+from napari_segmentello.inputs import points_to_stroke
 from napari_segmentello.seeds import seed_from_mask
-from napari_segmentello.strokes import points_to_stroke
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def own_clicks(negative: np.ndarray, drawn: Drawn) -> tuple[np.ndarray | None, n
     """An object's negative as its painted "not this" and the negative clicks it holds, as ``(row, col, 0)`` points.
 
     The engine keeps only a click's own pixel out of the answer: its disc may reach into the object
-    (``strokes.click_masks``). Either is None when there is none.
+    (``inputs.click_masks``). Either is None when there is none.
     """
     if not len(drawn.erase_clicks):
         return negative, None
