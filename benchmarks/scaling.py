@@ -119,7 +119,6 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from napari_segmentello.engine import Refiner, refine
-
     from napari_segmentello.loader import load_model
     from napari_segmentello.roi import roi_from_stroke
 

@@ -25,8 +25,8 @@ from torch import nn
 
 from napari_segmentello.checkpoint import save_checkpoint
 from napari_segmentello.devices import resolve_device
-from napari_segmentello.loader import ModelLike, load_model
 from napari_segmentello.inputs import intensity_range
+from napari_segmentello.loader import ModelLike, load_model
 from napari_segmentello.losses import make_loss
 from napari_segmentello.models import ModelSpec, build_model
 from napari_segmentello.samples import make_sample

@@ -29,10 +29,9 @@ from skimage.registration import optical_flow_ilk
 from skimage.transform import resize
 
 from napari_segmentello.engine import Refiner
-
-from napari_segmentello.loader import ModelLike
 from napari_segmentello.finetune import MIN_AREA
 from napari_segmentello.finetune import adapt as finetuned
+from napari_segmentello.loader import ModelLike
 from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import block_mean, stroke_bbox
 from napari_segmentello.seeds import EROSION, seed_from_mask
