@@ -277,6 +277,9 @@ def test_bad_arguments_are_value_errors():
     image = np.zeros((H, W))
     with pytest.raises(ValueError, match="threshold"):
         refine(image, bar(), model=Echo(), threshold=1.5)
+    for not_a_number in ("a", None, float("nan")):
+        with pytest.raises(ValueError, match="threshold must be"):
+            refine(image, bar(), model=Echo(), threshold=not_a_number)
     with pytest.raises(ValueError, match="integer or boolean"):
         refine_labels(image, bar().astype(np.float32), model=Echo())
     with pytest.raises(ValueError, match="set_image"):

@@ -103,9 +103,13 @@ def _channels_last(image: Any) -> Any:
 
 
 def _check_threshold(threshold: float) -> float:
-    if not 0.0 <= float(threshold) < 1.0:
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}") from None
+    if not 0.0 <= value < 1.0:  # also refuses NaN
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    return float(threshold)
+    return value
 
 
 def _box(rows: np.ndarray, cols: np.ndarray) -> tuple[slice, slice]:
