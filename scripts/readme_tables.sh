@@ -3,6 +3,8 @@
 #
 #   bash scripts/readme_tables.sh                      # every section (about an hour on 2 CPU cores)
 #   bash scripts/readme_tables.sh real clicks          # only these sections
+#   KEEP_OLD=1 bash scripts/readme_tables.sh           # after shipping a new default: re-run `default`
+#                                                      # only, reusing the earlier defaults' run folders
 #
 # Sections: results real real-all clicks box noc propagation performance. The shipped models are
 # `default` (the one each block is about) and the earlier defaults beside it. A run folder already
@@ -11,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-OLD=(lite0-2026 tiny-2025)
+OLD=(fast-2026 lite0-2026 tiny-2025)
 SETS_CLICKS=("coco-mini 15" "dsb2018-nuclei 40" "nuclei-histology 30" "em-isbi2012 25")
 SETS_BOX=(coco-mini dsb2018-nuclei nuclei-histology)
 SECTIONS=("$@")
@@ -19,8 +21,14 @@ SECTIONS=("$@")
 
 suffix() { [ "$1" = default ] && echo "" || echo "-$1"; }
 
+# Whether model $1 must be evaluated to write $2: always for `default`; an earlier default's
+# existing result is reused under KEEP_OLD (its weights, and so its numbers, have not changed).
+stale() { [ "$1" = default ] || [ -z "${KEEP_OLD:-}" ] || [ ! -f "$2" ]; }
+
 results() {
-    $PY -m training.report --models "default,$(IFS=,; echo "${OLD[*]}")" --max-objects 100 --readme --force
+    local force=(--force)
+    [ -n "${KEEP_OLD:-}" ] && { rm -rf runs/report/default; force=(); }
+    $PY -m training.report --models "default,$(IFS=,; echo "${OLD[*]}")" --max-objects 100 --readme "${force[@]}"
 }
 
 real() {  # $1: real or real-all
@@ -28,8 +36,8 @@ real() {  # $1: real or real-all
     for m in default "${OLD[@]}"; do
         local out="runs/$1$(suffix "$m")" grid=(--grid 0)
         [ "$m" = default ] && grid=(--grid 6 --grid-out "docs/$1-strokes.png")
-        $PY -m training.evaluate --model "$m" --dataset acdc-scribbles --split val --protocol "$1" \
-            --max-objects 200 --device cpu "${grid[@]}" --out "$out"
+        stale "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset acdc-scribbles \
+            --split val --protocol "$1" --max-objects 200 --device cpu "${grid[@]}" --out "$out"
         files+=("$out/results.json")
     done
     $PY -m training.report "--$1" "${files[@]}"
@@ -41,8 +49,8 @@ clicks() {
         read -r set n <<<"$entry"
         for m in default "${OLD[@]}"; do
             local out="runs/clicks$(suffix "$m")/$set"
-            $PY -m training.noc --model "$m" --dataset "$set" --split val --protocol clicks --rounds 20 \
-                --max-objects "$n" --device cpu --out "$out"
+            stale "$m" "$out/noc.json" && $PY -m training.noc --model "$m" --dataset "$set" --split val \
+                --protocol clicks --rounds 20 --max-objects "$n" --device cpu --out "$out"
             files+=("$out/noc.json")
         done
     done
@@ -52,10 +60,10 @@ clicks() {
 box() {
     local files=()
     for set in "${SETS_BOX[@]}"; do
-        for m in default lite0-2026; do  # tiny-2025 takes no box
+        for m in default fast-2026 lite0-2026; do  # tiny-2025 takes no box
             local out="runs/box$(suffix "$m")/$set"
-            $PY -m training.evaluate --model "$m" --dataset "$set" --split val --protocol box --max-objects 100 \
-                --device cpu --out "$out"
+            stale "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset "$set" --split val \
+                --protocol box --max-objects 100 --device cpu --out "$out"
             files+=("$out/results.json")
         done
     done

@@ -62,7 +62,8 @@ def weights_hash(path: Path) -> str:
 
 
 def test_every_study_config_has_the_study_settings():
-    assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == sorted([*STUDY_ROWS, "default", "lite0-2026", "tiny-2025"])
+    shipped = ["default", "fast-2026", "lite0-2026", "tiny-2025"]
+    assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == sorted([*STUDY_ROWS, *shipped])
     for stem, (model, loss) in STUDY_ROWS.items():
         cfg = load_config(CONFIGS / f"{stem}.toml")
         assert (cfg.name, cfg.model, cfg.loss) == (stem, model, loss)
@@ -80,6 +81,8 @@ def test_default_config_loads_and_the_previous_defaults_stay_reproducible():
     own = {"name", "model", "schedule", "epochs", "patience", "teacher"}  # what default.toml sets over its base
     differ = {k for k, v in cfg.to_dict().items() if v != teacher.to_dict()[k]}
     assert differ == own  # the student learns the teacher's recipe, the rest inherited through `base`
+    fast = load_config(CONFIGS / "fast-2026.toml")  # the third default: runs 11-12 of default.toml's recipe
+    assert {k for k, v in fast.to_dict().items() if v != cfg.to_dict()[k]} == {"name"}
     old = load_config(CONFIGS / "tiny-2025.toml")
     assert (old.model, old.loss, old.lr, old.epochs, old.patience) == ("tiny16-128", "bce-dice-bound", 1e-3, 50, 5)
     assert old.spec["extras"] == ("pos", "neg", "prev") and old.correction_prob > 0
