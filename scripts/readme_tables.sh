@@ -7,13 +7,14 @@
 #                                                      # only, reusing the earlier defaults' run folders
 #
 # Sections: results real real-all clicks box noc propagation performance. The shipped models are
-# `default` (the one each block is about) and the earlier defaults beside it. A run folder already
-# holding results is reused by training.report only (its --force re-runs); every other command
-# re-runs. Run from the repository root in the test environment (PYTHON, default python).
+# `default` (the one each block is about) and the earlier defaults beside it. Every command re-runs,
+# except that under KEEP_OLD an earlier default's run folder that already holds its result is reused.
+# Run from the repository root in the test environment (PYTHON, default python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OLD=(fast-2026 lite0-2026 tiny-2025)
+NO_BOX=tiny-2025  # a study-family model: it takes no box
 SETS_CLICKS=("coco-mini 15" "dsb2018-nuclei 40" "nuclei-histology 30" "em-isbi2012 25")
 SETS_BOX=(coco-mini dsb2018-nuclei nuclei-histology)
 SECTIONS=("$@")
@@ -23,7 +24,7 @@ suffix() { [ "$1" = default ] && echo "" || echo "-$1"; }
 
 # Whether model $1 must be evaluated to write $2: always for `default`; an earlier default's
 # existing result is reused under KEEP_OLD (its weights, and so its numbers, have not changed).
-stale() { [ "$1" = default ] || [ -z "${KEEP_OLD:-}" ] || [ ! -f "$2" ]; }
+needs_run() { [ "$1" = default ] || [ -z "${KEEP_OLD:-}" ] || [ ! -f "$2" ]; }
 
 results() {
     local force=(--force)
@@ -36,7 +37,7 @@ real() {  # $1: real or real-all
     for m in default "${OLD[@]}"; do
         local out="runs/$1$(suffix "$m")" grid=(--grid 0)
         [ "$m" = default ] && grid=(--grid 6 --grid-out "docs/$1-strokes.png")
-        stale "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset acdc-scribbles \
+        needs_run "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset acdc-scribbles \
             --split val --protocol "$1" --max-objects 200 --device cpu "${grid[@]}" --out "$out"
         files+=("$out/results.json")
     done
@@ -49,7 +50,7 @@ clicks() {
         read -r set n <<<"$entry"
         for m in default "${OLD[@]}"; do
             local out="runs/clicks$(suffix "$m")/$set"
-            stale "$m" "$out/noc.json" && $PY -m training.noc --model "$m" --dataset "$set" --split val \
+            needs_run "$m" "$out/noc.json" && $PY -m training.noc --model "$m" --dataset "$set" --split val \
                 --protocol clicks --rounds 20 --max-objects "$n" --device cpu --out "$out"
             files+=("$out/noc.json")
         done
@@ -60,9 +61,10 @@ clicks() {
 box() {
     local files=()
     for set in "${SETS_BOX[@]}"; do
-        for m in default fast-2026 lite0-2026; do  # tiny-2025 takes no box
+        for m in default "${OLD[@]}"; do
+            [ "$m" = "$NO_BOX" ] && continue
             local out="runs/box$(suffix "$m")/$set"
-            stale "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset "$set" --split val \
+            needs_run "$m" "$out/results.json" && $PY -m training.evaluate --model "$m" --dataset "$set" --split val \
                 --protocol box --max-objects 100 --device cpu --out "$out"
             files+=("$out/results.json")
         done
