@@ -12,7 +12,9 @@ import torch
 from skimage.draw import disk
 from torch import nn
 
-from napari_segmentello.engine import Refiner, _Placed, _Window
+from napari_segmentello.answers import Window
+from napari_segmentello.engine import Refiner
+from napari_segmentello.label_masks import Placed
 from napari_segmentello.inputs import channel_of
 from napari_segmentello.models import get_spec
 from napari_segmentello.roi import ROI
@@ -80,7 +82,7 @@ def test_a_placed_mask_reads_like_the_full_frame_it_stands_for():
     small = rng.random((7, 11)) > 0.5
     frame = np.zeros((30, 40), bool)
     frame[5:12, 20:31] = small
-    placed = _Placed(small, 5, 20, frame.shape)
+    placed = Placed(small, 5, 20, frame.shape)
     for _ in range(50):
         r0, c0 = rng.integers(0, 30), rng.integers(0, 40)
         key = slice(r0, rng.integers(r0 + 1, 31)), slice(c0, rng.integers(c0 + 1, 41))
@@ -97,7 +99,7 @@ def test_a_left_out_part_whose_answer_reaches_a_not_this_pixel_is_not_joined():
 
 
 def test_a_window_away_from_a_region_reads_as_zeros_there():
-    window = _Window(ROI(100, 100, 20), np.ones((20, 20), np.float32))
+    window = Window(ROI(100, 100, 20), np.ones((20, 20), np.float32))
     assert not window.over(slice(0, 50), slice(0, 50)).any()
     assert window.over(slice(110, 130), slice(90, 105)).sum() == 10 * 5
 

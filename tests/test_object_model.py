@@ -20,7 +20,8 @@ from torch import nn
 
 from napari_segmentello import engine
 from napari_segmentello.checkpoint import load_model_from_checkpoint, save_checkpoint
-from napari_segmentello.engine import Refiner, check_box
+from napari_segmentello.checks import check_box
+from napari_segmentello.engine import Refiner
 from napari_segmentello.inputs import build_input, channel_of, intensity_range, window_input
 from napari_segmentello.models import build_model, get_spec
 from napari_segmentello.models.efficientnet import EfficientNetLite0, pretrained_file

@@ -12,12 +12,13 @@ and each probability window is resized back and pasted into a full-frame result.
 Only windows are converted to float, so time and memory follow the objects, not
 the image size; a dask/zarr image is read as one strided sample (its intensity
 range, once per image) and then only the windows.
+Label ids become objects in :mod:`label_masks`, windows become one label image in
+:mod:`answers`, and the caller's arguments are checked in :mod:`checks`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache, reduce
 from typing import Any
@@ -27,8 +28,11 @@ from scipy import ndimage as ndi
 import torch
 from torch import nn
 
+from napari_segmentello.answers import Window, assigned, excluding, union, within_reach
+from napari_segmentello.checks import channels_last, check_box, check_numeric, check_threshold
 from napari_segmentello.devices import evaluating, module_device, module_dtype, resolve_device
 from napari_segmentello.inputs import Box, channel_of, click_masks, intensity_range, prepare_window, window_input
+from napari_segmentello.label_masks import NotThis, Placed, Selected, either, label_objects, seed_labels, selector
 from napari_segmentello.loader import ModelLike, load_model
 from napari_segmentello.models.folding import folded_for_inference
 from napari_segmentello.roi import (
@@ -45,7 +49,6 @@ from napari_segmentello.roi import (
     start_context,
     stroke_bbox,
 )
-from napari_segmentello.seeds import ROUGH_EROSION, seed_from_mask
 
 __all__ = ["Refiner", "refine", "refine_labels", "resolve_device"]
 
@@ -61,147 +64,11 @@ ROUGH_ROUNDS = 2
 # limit, 0.728 and 0.753.
 ROUGH_REACH = 0.2
 _BATCH = 64  # windows per forward pass: bounds memory when a labels layer holds hundreds of objects
-_NUMERIC = "biuf"
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity: a diagonal 1-px pen line is one part
 PROMPTS = ("stroke", "box", "negative", "previous", "prior", "clicks")  # one object's prompts, in ``_one``'s order
 
 # The forward copy of each loaded checkpoint's module (batch norms folded, channels-last weights)
 _inference_net = lru_cache(maxsize=8)(folded_for_inference)
-
-
-class _WithChannelAxis:
-    """A 2D (possibly lazy) array seen as H×W×1; only what is indexed gets read."""
-
-    def __init__(self, array: Any) -> None:
-        self._array = array
-        self.shape = (*array.shape, 1)
-        self.ndim = 3
-        self.dtype = np.dtype(array.dtype)
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        return np.asarray(self._array[key])[..., None]
-
-
-def _check_numeric(array: Any, what: str) -> None:
-    if np.dtype(array.dtype).kind not in _NUMERIC:
-        raise ValueError(f"{what} must hold numbers or booleans, got dtype {array.dtype}")
-
-
-def _channels_last(image: Any) -> Any:
-    """H×W -> H×W×1 view; H×W×C kept. No copy: numpy, dask and zarr arrays stay lazy."""
-    if not all(hasattr(image, a) for a in ("shape", "dtype", "ndim", "__getitem__")):
-        image = np.asarray(image)
-    _check_numeric(image, "image")
-    if image.ndim == 2:
-        return _WithChannelAxis(image)
-    if image.ndim == 3 and image.shape[2] > 0:
-        return image
-    raise ValueError(
-        f"image must be 2D: H×W (grayscale) or H×W×C (channels last), got shape {tuple(image.shape)}; "
-        "for a volume or a time series pass one plane at a time"
-    )
-
-
-def _check_threshold(threshold: float) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}") from None
-    if not 0.0 <= value < 1.0:  # also refuses NaN
-        raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    return value
-
-
-def _box(rows: np.ndarray, cols: np.ndarray) -> tuple[slice, slice]:
-    return slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1)
-
-
-def _objects(labels: np.ndarray, *, merge: bool) -> list[tuple[Any, tuple[slice, slice]]]:
-    """(label id, bounding box) per nonzero id; ``merge`` makes all nonzero pixels one object (id None).
-
-    Strokes are sparse, so the nonzero pixels are grouped once rather than the
-    frame scanned per id (and any id value works, unlike ``ndimage.find_objects``).
-    """
-    flat = np.flatnonzero(labels)
-    if flat.size == 0:
-        what = "stroke" if merge else "label image"
-        raise ValueError(f"the {what} is empty (all zeros): paint at least one pixel over the object")
-    rows, cols = np.divmod(flat, labels.shape[1])
-    if merge:
-        return [(None, _box(rows, cols))]
-    values = labels[rows, cols]
-    order = np.argsort(values, kind="stable")
-    values, rows, cols = values[order], rows[order], cols[order]
-    ids, starts = np.unique(values, return_index=True)
-    ends = [*starts[1:], values.size]
-    return [(i, _box(rows[s:e], cols[s:e])) for i, s, e in zip(ids, starts, ends, strict=True)]
-
-
-def _seeds(labels: np.ndarray, regions: dict[Any, tuple[slice, slice]]) -> np.ndarray:
-    """Each object's pixels of ``labels`` replaced by their core (``seeds.ROUGH_EROSION``), under its id.
-
-    Each is eroded within its box grown by a pixel, so that the box's edge is background as on the full frame.
-    """
-    out = np.zeros_like(labels)
-    h, w = labels.shape
-    for value, (rows, cols) in regions.items():
-        box = slice(max(rows.start - 1, 0), min(rows.stop + 1, h)), slice(max(cols.start - 1, 0), min(cols.stop + 1, w))
-        region = _selector(value)(labels[box])
-        out[box][seed_from_mask(region, ROUGH_EROSION)] = labels[box][region][0]
-    return out
-
-
-def _assigned(windows: list[tuple[Any, _Window]], shape: tuple[int, int], dtype: Any, threshold: float) -> np.ndarray:
-    """A label image of the windows' masks (``prob > threshold``) under their ids (id None: True), ascending.
-
-    Where masks overlap the highest probability wins and ties go to the earlier (lower) id, so the
-    result does not depend on processing order.
-    """
-    out = np.zeros(shape, dtype)
-    placed: dict[Any, _Window] = {}
-    for value, window in windows:
-        key = True if value is None else value  # the merged object's label
-        rows, cols, wy, wx = window.roi.clipped(shape)
-        prob = window.prob[wy, wx]
-        claim = prob > threshold
-        current = out[rows, cols]
-        rival = np.zeros_like(prob)
-        for other in np.unique(current[claim & (current != 0)]):
-            held = current == other
-            rival[held] = placed[other].over(rows, cols)[held]
-        current[claim & ((current == 0) | (prob > rival))] = key
-        placed[key] = window
-    return out
-
-
-def _within_reach(window: _Window, labels: np.ndarray, box: tuple[slice, slice], value: Any) -> _Window:
-    """``window`` with its probability zeroed beyond ``ROUGH_REACH`` × √area (city-block) of the rough mask
-    ``value`` of ``labels`` (whose bounding box is ``box``)."""
-    mask = _selector(value)(labels[box])
-    reach = max(1, round(ROUGH_REACH * math.sqrt(mask.sum())))
-    near = ndi.distance_transform_cdt(~np.pad(mask, reach + 1), metric="taxicab") <= reach
-    top, left = box[0].start - reach - 1, box[1].start - reach - 1  # image position of near[0, 0]
-    roi = window.roi
-    y0, y1 = max(top, roi.y0), min(top + near.shape[0], roi.y0 + roi.size)
-    x0, x1 = max(left, roi.x0), min(left + near.shape[1], roi.x0 + roi.size)
-    keep = np.zeros((roi.size, roi.size), bool)
-    if y1 > y0 and x1 > x0:
-        keep[y0 - roi.y0 : y1 - roi.y0, x0 - roi.x0 : x1 - roi.x0] = near[y0 - top : y1 - top, x0 - left : x1 - left]
-    return _Window(roi, window.prob * keep)
-
-
-def _excluding(window: _Window, excluded: Any) -> _Window:
-    """``window`` with no probability on its object's certain "not this" pixels, wherever they were painted."""
-    if excluded is None:
-        return window
-    return _Window(window.roi, np.where(crop(excluded, window.roi) != 0, 0, window.prob).astype(np.float32))
-
-
-def _either(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
-    """The union of two optional masks (None when both are absent)."""
-    if a is None or b is None:
-        return b if a is None else a
-    return (a != 0) | (b != 0)
 
 
 def takes_rough_masks(spec: Any) -> bool:
@@ -212,88 +79,6 @@ def takes_rough_masks(spec: Any) -> bool:
 def strokes_exclude_each_other(spec: Any) -> bool:
     """Whether each object's "not this" holds the other objects' strokes: object-aware models with a 'neg' input."""
     return spec.context == "object" and "neg" in spec.extras
-
-
-def _selector(value: Any) -> Callable[[np.ndarray], np.ndarray]:
-    return (lambda a: a != 0) if value is None else (lambda a: a == value)
-
-
-class _Selected:
-    """One object's pixels of a label image as a lazy bool H×W mask: only the windows cut from it are compared."""
-
-    dtype = np.dtype(bool)
-
-    def __init__(self, labels: np.ndarray, value: Any) -> None:
-        self._labels, self._select = labels, _selector(value)
-        self.shape = labels.shape
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        return self._select(self._labels[key])
-
-
-class _NotThis:
-    """One object's "not this" as a lazy bool H×W mask: the other ids' strokes, and the shared negative if any.
-
-    Each label id is its own object, so what the user painted as another object is not this one.
-    """
-
-    dtype = np.dtype(bool)
-
-    def __init__(self, labels: np.ndarray, value: Any, negative: np.ndarray | None) -> None:
-        self._labels, self._value, self._negative = labels, value, negative
-        self.shape = labels.shape
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        block = np.asarray(self._labels[key])
-        out = (block != 0) & (block != self._value)
-        return out if self._negative is None else out | (np.asarray(self._negative[key]) != 0)
-
-
-class _Placed:
-    """A small bool mask placed at (``row``, ``col``) of an H×W frame, lazily: only windows cut from it are built."""
-
-    dtype = np.dtype(bool)
-
-    def __init__(self, mask: np.ndarray, row: int, col: int, shape: tuple[int, int]) -> None:
-        self._mask, self._row, self._col, self.shape = mask, row, col, shape
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = (range(*k.indices(n)) for k, n in zip(key, self.shape, strict=True))
-        out = np.zeros((len(rows), len(cols)), bool)
-        h, w = self._mask.shape
-        top, left = self._row - rows.start, self._col - cols.start  # the mask's place in ``out``
-        ys, xs = max(top, 0), max(left, 0)
-        ye, xe = min(top + h, out.shape[0]), min(left + w, out.shape[1])
-        if ye > ys and xe > xs:
-            out[ys:ye, xs:xe] = self._mask[ys - top : ye - top, xs - left : xe - left]
-        return out
-
-
-def _union(a: _Window, b: _Window) -> _Window:
-    """One window holding both: the bounding square of their ROIs, the higher probability where they overlap."""
-    y0, x0 = min(a.roi.y0, b.roi.y0), min(a.roi.x0, b.roi.x0)
-    size = max(w.roi.y0 + w.roi.size - y0 for w in (a, b))
-    size = max(size, *(w.roi.x0 + w.roi.size - x0 for w in (a, b)))
-    rows, cols = slice(y0, y0 + size), slice(x0, x0 + size)
-    return _Window(ROI(y0, x0, size), np.maximum(a.over(rows, cols), b.over(rows, cols)))
-
-
-def check_box(box: Any, shape: tuple[int, int]) -> Box:
-    """``(row0, col0, row1, col1)`` clipped to the image; inverted, empty or outside boxes are a ValueError."""
-    try:
-        values = np.asarray(box, dtype=float).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(f"box must be 4 numbers (row0, col0, row1, col1), got {box!r}") from None
-    if values.size != 4 or not np.isfinite(values).all():
-        raise ValueError(f"box must be 4 finite numbers (row0, col0, row1, col1), got {box!r}")
-    r0, c0, r1, c1 = (int(round(v)) for v in values)
-    if r1 <= r0 or c1 <= c0:
-        raise ValueError(f"box {box!r} is empty or inverted: need row0 < row1 and col0 < col1 (end-exclusive pixels)")
-    h, w = shape
-    clipped = (max(r0, 0), max(c0, 0), min(r1, h), min(c1, w))
-    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        raise ValueError(f"box {box!r} lies outside the image of shape {(h, w)}")
-    return clipped
 
 
 Extent = tuple[int, int, int, int]  # (y0, y1, x0, x1), as roi.stroke_bbox gives it
@@ -315,20 +100,6 @@ class _Object:
     def extent(self) -> Extent:
         """Where the prompts are (:func:`roi.prompt_extent`)."""
         return prompt_extent(self.stroke_box, self.box, self.earlier_box)
-
-
-@dataclass(frozen=True)
-class _Window:
-    """One object's probability map over its ROI (roi.size × roi.size, float32)."""
-
-    roi: ROI
-    prob: np.ndarray
-
-    def over(self, rows: slice, cols: slice) -> np.ndarray:
-        """This window's probabilities on the image region (rows, cols); 0 where it does not reach."""
-        region = np.zeros((rows.stop - rows.start, cols.stop - cols.start), np.float32)
-        at = ROI(self.roi.y0 - rows.start, self.roi.x0 - cols.start, self.roi.size)
-        return paste(region, self.prob, at) if at.overlaps(region.shape) else region
 
 
 @dataclass(frozen=True)
@@ -354,7 +125,7 @@ class Refiner:
     """
 
     def __init__(self, model: ModelLike = "default", device: str | torch.device = "auto", threshold: float = 0.5):
-        self.threshold = _check_threshold(threshold)
+        self.threshold = check_threshold(threshold)
         self.model = load_model(model, device)
         self._net = self.model if isinstance(model, nn.Module) else _inference_net(self.model)
         self.spec = self.model.spec
@@ -367,7 +138,7 @@ class Refiner:
 
     def set_image(self, image: Any) -> None:
         """Validate the image and compute its robust per-channel intensity range, once."""
-        view = _channels_last(image)
+        view = channels_last(image)
         self._range = intensity_range(view)
         self._image, self._image_shape = view, tuple(np.shape(image))
 
@@ -419,7 +190,7 @@ class Refiner:
 
     def _one(
         self, stroke: Any, box: Any, negative: Any, previous: Any, prior: Any, clicks: Any = None
-    ) -> list[tuple[Any, _Window]]:
+    ) -> list[tuple[Any, Window]]:
         """The windows of a single object given by a stroke, a box or both, or by a rough mask (a prior alone)."""
         return self._ask(self._request(stroke, box, negative, previous, prior, clicks))
 
@@ -450,7 +221,7 @@ class Refiner:
         earlier = prior if prior is not None else previous
         return _Request(self._frame(stroke, "stroke"), negative, earlier, boxes, hint, keep_previous=prior is not None)
 
-    def _ask(self, request: _Request) -> list[tuple[Any, _Window]]:
+    def _ask(self, request: _Request) -> list[tuple[Any, Window]]:
         """A request's windows: a rough mask in rounds, anything else by the model's context rule."""
         r = request
         if r.rough:
@@ -475,7 +246,7 @@ class Refiner:
             stroke = pos if stroke is None else (self._frame(stroke, "stroke") != 0) | pos
         if not discs.any():
             return stroke, negative, None
-        return stroke, _either(None if negative is None else self._frame(negative, "negative"), points), discs
+        return stroke, either(None if negative is None else self._frame(negative, "negative"), points), discs
 
     def predict_labels(
         self, labels: Any, *, boxes: dict[int, Any] | None = None, rough: bool = False, negative: Any = None
@@ -498,7 +269,7 @@ class Refiner:
             windows = self._rough_windows(labels, merge=False, negative=negative, boxes=boxes)
         else:
             windows = self._windows(labels, merge=False, negative=negative, boxes=boxes)
-        return _assigned(windows, labels.shape, labels.dtype, self.threshold)
+        return assigned(windows, labels.shape, labels.dtype, self.threshold)
 
     def predict_objects(self, objects: Mapping[int, Mapping[str, Any]]) -> np.ndarray:
         """Each id refined from its own prompts, returned under that id in one new label image.
@@ -523,11 +294,11 @@ class Refiner:
         windows = self._batched(batch)
         for value, request in requests.items():
             if value not in batch:  # a rough mask (refined in rounds), or a study family's one stroke window
-                windows.append((value, reduce(_union, [window for _, window in self._ask(request)])))
+                windows.append((value, reduce(union, [window for _, window in self._ask(request)])))
         dtype = np.min_scalar_type(max(objects, default=0))
-        return _assigned(sorted(windows, key=lambda w: w[0]), self._image.shape[:2], dtype, self.threshold)
+        return assigned(sorted(windows, key=lambda w: w[0]), self._image.shape[:2], dtype, self.threshold)
 
-    def _batched(self, requests: dict[int, _Request]) -> list[tuple[Any, _Window]]:
+    def _batched(self, requests: dict[int, _Request]) -> list[tuple[Any, Window]]:
         """Object-aware windows of requests that are no rough masks, all objects of a pass in one batch.
 
         Each object keeps its own prompts; asked together they cost fewer, fuller forward passes than
@@ -548,21 +319,21 @@ class Refiner:
         negative: Any = None,
         boxes: dict[Any, Any] | None = None,
         hint: np.ndarray | None = None,
-    ) -> list[tuple[Any, _Window]]:
+    ) -> list[tuple[Any, Window]]:
         """Rough masks refined ``ROUGH_ROUNDS`` times, each round's answers the next round's rough masks.
 
         An object whose answer came out empty (or lost to its neighbours) keeps its last windows.
         """
         windows = self._windows(labels, merge=merge, negative=negative, boxes=boxes, rough=True, hint=hint)
         for _ in range(ROUGH_ROUNDS - 1):
-            answers = _assigned(windows, labels.shape, bool if merge else labels.dtype, self.threshold)
+            answers = assigned(windows, labels.shape, bool if merge else labels.dtype, self.threshold)
             if not answers.any():
                 break
             again = dict(self._windows(answers, merge=merge, negative=negative, boxes=boxes, rough=True, hint=hint))
             windows = [(value, again.get(value, window)) for value, window in windows]
-        regions = dict(_objects(labels, merge=merge))
+        regions = dict(label_objects(labels, merge=merge))
         return [
-            (value, _within_reach(window, labels, regions[value], value) if value in regions else window)
+            (value, within_reach(window, labels, regions[value], value, ROUGH_REACH) if value in regions else window)
             for value, window in windows
         ]
 
@@ -571,7 +342,7 @@ class Refiner:
         if self._image is None:
             raise ValueError("no image set: call Refiner.set_image(image) before predicting")
         array = np.asarray(array)
-        _check_numeric(array, name)
+        check_numeric(array, name)
         h, w = self._image.shape[:2]
         if array.ndim != 2:
             raise ValueError(
@@ -608,7 +379,7 @@ class Refiner:
         keep_previous: bool = False,
         rough: bool = False,
         hint: np.ndarray | None = None,
-    ) -> list[tuple[Any, _Window]]:
+    ) -> list[tuple[Any, Window]]:
         """Every object's final probability window, by the model's context rule.
 
         ``keep_previous``: ``previous`` is a prior; ``rough``: each object's ``labels`` pixels are its prior;
@@ -618,7 +389,7 @@ class Refiner:
         if self.spec.context == "object":
             objects = self._object_prompts(labels, merge, boxes or {}, prev, rough, neg, hint)
             return self._object_run(objects, keep_previous=keep_previous or rough)
-        return self._stroke_windows(labels, merge=merge, neg=_either(neg, hint), prev=prev)
+        return self._stroke_windows(labels, merge=merge, neg=either(neg, hint), prev=prev)
 
     def _checked(
         self, negative: Any, previous: Any, boxes: dict[Any, Any] | None, rough: bool, hint: np.ndarray | None
@@ -638,15 +409,15 @@ class Refiner:
             )
         return neg, prev, hint
 
-    def _object_run(self, objects: list[_Object], *, keep_previous: bool) -> list[tuple[Any, _Window]]:
+    def _object_run(self, objects: list[_Object], *, keep_previous: bool) -> list[tuple[Any, Window]]:
         """Objects' final windows: both passes (or pass 2 on a prior), left-out parts joined, "not this" held out."""
         windows = self._object_windows(objects, keep_previous)
         if not keep_previous:
             windows = self._with_left_out(objects, windows)
         excluded = {o.value: o.excluded for o in objects}
-        return [(value, _excluding(window, excluded[value])) for value, window in windows]
+        return [(value, excluding(window, excluded[value])) for value, window in windows]
 
-    def _with_left_out(self, objects: list[_Object], windows: list[tuple[Any, _Window]]) -> list[tuple[Any, _Window]]:
+    def _with_left_out(self, objects: list[_Object], windows: list[tuple[Any, Window]]) -> list[tuple[Any, Window]]:
         """Each stroke part (a click, a separate stroke) that its object's answer left out, refined alone and joined in.
 
         A positive click says "this is the object", yet the model ignored about half of the corrective
@@ -667,10 +438,10 @@ class Refiner:
         for part, (value, window) in zip(extra, self._object_windows(extra), strict=True):
             held = self._part_answer(part, window)
             if held is not None:
-                joined[value] = _union(joined[value], held)
+                joined[value] = union(joined[value], held)
         return list(joined.items())
 
-    def _part_answer(self, part: _Object, window: _Window) -> _Window | None:
+    def _part_answer(self, part: _Object, window: Window) -> Window | None:
         """What of a left-out part's own answer joins: the regions that hold the part; None if none or if it
         reaches a "not this" pixel. Blobs elsewhere in its window are the window's, not the click's."""
         answer = window.prob > self.threshold
@@ -679,9 +450,9 @@ class Refiner:
         regions, _ = ndi.label(answer, structure=_EIGHT)
         held = np.unique(regions[crop(part.pos, window.roi)])
         keep = np.isin(regions, held[held > 0])
-        return _Window(window.roi, np.where(keep, window.prob, 0).astype(np.float32)) if keep.any() else None
+        return Window(window.roi, np.where(keep, window.prob, 0).astype(np.float32)) if keep.any() else None
 
-    def _left_out(self, obj: _Object, window: _Window) -> list[_Object]:
+    def _left_out(self, obj: _Object, window: Window) -> list[_Object]:
         """The 8-connected parts of ``obj``'s stroke that no pixel of its answer touches, each as an object of its own.
 
         A lone part of an object with no earlier mask and no box would only be asked the same question again.
@@ -699,7 +470,7 @@ class Refiner:
         for k, (pr, pc) in enumerate(ndi.find_objects(parts), start=1):
             if k in touched:
                 continue
-            placed = _Placed(parts[pr, pc] == k, y0 + pr.start, x0 + pc.start, shape)
+            placed = Placed(parts[pr, pc] == k, y0 + pr.start, x0 + pc.start, shape)
             extent = (y0 + pr.start, y0 + pr.stop, x0 + pc.start, x0 + pc.stop)
             out.append(_Object(obj.value, placed, extent, None, not_this=obj.not_this, excluded=obj.excluded))
         return out
@@ -720,9 +491,9 @@ class Refiner:
         its "not this" is ``neg``, with the other ids' strokes when they are strokes and the model takes a 'neg',
         and the network is also shown ``hint`` (kept out of ``excluded``, the pixels the answer may not hold).
         """
-        shown = _either(neg, hint)
-        regions = dict(_objects(labels, merge=merge)) if labels.any() or not boxes else {}
-        seeds = _seeds(labels, regions) if rough else labels
+        shown = either(neg, hint)
+        regions = dict(label_objects(labels, merge=merge)) if labels.any() or not boxes else {}
+        seeds = seed_labels(labels, regions) if rough else labels
         checked = {k: check_box(b, labels.shape) for k, b in boxes.items()}
         prev_box = None if prev is None or not prev.any() else stroke_bbox(prev != 0)
         ids = sorted(set(regions) | set(checked), key=lambda v: (v is not None, v))
@@ -731,17 +502,17 @@ class Refiner:
         for value in ids:
             region = regions.get(value)
             extent = None if region is None else (region[0].start, region[0].stop, region[1].start, region[1].stop)
-            pos = None if region is None else _Selected(seeds, value)
+            pos = None if region is None else Selected(seeds, value)
             if rough and region is not None:
-                earlier, earlier_box = _Selected(labels, value), extent
+                earlier, earlier_box = Selected(labels, value), extent
             else:
                 earlier, earlier_box = prev, prev_box
-            not_this = _NotThis(labels, value, shown) if others else shown
-            excluded = not_this if hint is None else (_NotThis(labels, value, neg) if others else neg)
+            not_this = NotThis(labels, value, shown) if others else shown
+            excluded = not_this if hint is None else (NotThis(labels, value, neg) if others else neg)
             objects.append(_Object(value, pos, extent, checked.get(value), earlier, earlier_box, not_this, excluded))
         return objects
 
-    def _object_windows(self, objects: list[_Object], keep_previous: bool = False) -> list[tuple[Any, _Window]]:
+    def _object_windows(self, objects: list[_Object], keep_previous: bool = False) -> list[tuple[Any, Window]]:
         """Coarse to fine: grow each object's window until its mask stays inside, then refine the mask's box.
 
         With ``keep_previous`` each object's earlier mask is a prior (a rough mask, or one carried from
@@ -779,14 +550,14 @@ class Refiner:
 
     def _focused(
         self, objects: list[_Object], focus: list[ROI], coarse: list[np.ndarray | None]
-    ) -> list[tuple[Any, _Window]]:
+    ) -> list[tuple[Any, Window]]:
         """Pass 2: each object's window ``focus`` with ``coarse`` as its earlier mask (None: its own earlier mask)."""
         lo, hi = self._range
         probs = self._forward(
             [self._input(o, r, lo, hi, coarse=c) for o, r, c in zip(objects, focus, coarse, strict=True)]
         )
         return [
-            (o.value, _Window(roi, resize_image(p, roi.size))) for o, roi, p in zip(objects, focus, probs, strict=True)
+            (o.value, Window(roi, resize_image(p, roi.size))) for o, roi, p in zip(objects, focus, probs, strict=True)
         ]
 
     def _input(
@@ -807,12 +578,12 @@ class Refiner:
 
     def _stroke_windows(
         self, labels: np.ndarray, *, merge: bool, neg: np.ndarray | None, prev: np.ndarray | None
-    ) -> list[tuple[Any, _Window]]:
+    ) -> list[tuple[Any, Window]]:
         """One window around each object's stroke (the study families' rule)."""
         lo, hi = self._range
-        objects, inputs, rois = _objects(labels, merge=merge), [], []
+        objects, inputs, rois = label_objects(labels, merge=merge), [], []
         for value, box in objects:
-            select = _selector(value)
+            select = selector(value)
             local = roi_from_stroke(select(labels[box]), margin=self.spec.roi_margin)
             roi = ROI(local.y0 + box[0].start, local.x0 + box[1].start, local.size)
             rows, cols, _, _ = roi.clipped(labels.shape)
@@ -831,7 +602,7 @@ class Refiner:
             rois.append(roi)
         probs = self._forward(inputs)
         return [
-            (value, _Window(roi, resize_image(p, roi.size)))
+            (value, Window(roi, resize_image(p, roi.size)))
             for (value, _), roi, p in zip(objects, rois, probs, strict=True)
         ]
 
