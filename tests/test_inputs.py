@@ -1,11 +1,17 @@
-"""``inputs.intensity_range``: the per-channel percentiles every window is scaled by (training and engine alike)."""
+"""``inputs``: the per-channel intensity range every window is scaled by (training and engine alike), and the
+user's clicks as disc strokes (``points_to_stroke``, ``click_masks``), the size training's clicks are drawn at."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
 
-from napari_segmentello.inputs import click_masks, intensity_range, points_to_stroke
+from napari_segmentello.inputs import CLICK_RADIUS, click_masks, intensity_range, points_to_stroke
+from napari_segmentello.strokes import click_stroke
+
+SHAPE = (64, 80)
 
 
 def _numpy_range(image: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +56,50 @@ def test_click_masks_split_clicks_into_discs_and_the_negative_clicks_own_pixels(
     assert not any(m.any() for m in click_masks(np.zeros((0, 3)), shape))
     with pytest.raises(ValueError, match=r"\(N, 3\) array of \(row, col, positive\)"):
         click_masks([(1, 2)], shape)
+
+
+def _disc(center, radius, shape=SHAPE) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    mask[disk(center, radius, shape=shape)] = True
+    return mask
+
+
+def test_clicks_are_discs_of_the_training_click_size():
+    stroke = points_to_stroke(np.array([[10.2, 12.7], [40, 60]]), SHAPE)
+    expected = np.zeros(SHAPE, bool)
+    for center in [(10.2, 12.7), (40, 60)]:
+        expected[disk(center, CLICK_RADIUS, shape=SHAPE)] = True
+    np.testing.assert_array_equal(stroke, expected)
+    # click_stroke's discs (radius drawn from U(3, 6)) bracket a user's click
+    sizes = []
+    for seed in range(20):
+        labels, n = ndi.label(click_stroke(_disc((32, 40), 30), np.random.default_rng(seed)))
+        sizes += ndi.sum_labels(labels > 0, labels, range(1, n + 1)).tolist()
+    one = stroke.sum() / 2
+    assert min(sizes) < one < max(sizes)
+
+
+def test_clicks_outside_are_ignored_and_tiny_radii_keep_the_pixel():
+    assert not points_to_stroke(np.zeros((0, 2)), SHAPE).any()
+    outside = points_to_stroke(np.array([[-3.0, 5.0], [10.0, 80.4], [64.0, 1.0]]), SHAPE)
+    assert not outside.any()
+    edge = points_to_stroke(np.array([[0.0, 79.4]]), SHAPE)  # rounds to the last column: inside
+    assert edge[0, 79]
+    tiny = points_to_stroke([[5.4, 6.4]], SHAPE, radius=0.2)
+    assert tiny.sum() == 1 and tiny[5, 6]
+
+
+@pytest.mark.parametrize(
+    "points, shape, radius",
+    [
+        (np.zeros(2), SHAPE, 4.0),
+        (np.zeros((3, 3)), SHAPE, 4.0),
+        (np.array([[np.nan, 1.0]]), SHAPE, 4.0),
+        (np.zeros((1, 2)), (*SHAPE, 3), 4.0),
+        (np.zeros((1, 2)), (0, 5), 4.0),
+        (np.zeros((1, 2)), SHAPE, 0.0),
+    ],
+)
+def test_bad_clicks_are_value_errors(points, shape, radius):
+    with pytest.raises(ValueError):
+        points_to_stroke(points, shape, radius)

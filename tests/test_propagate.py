@@ -1,7 +1,5 @@
 """Propagation through a stack: the walk (with stand-in refiners), input checks, and a real nucleus volume.
 
-Also the user's clicks as strokes (``inputs.points_to_stroke``), the other prompt the widget builds.
-
 No volume ships offline (skimage's ``cells3d`` is a download), so :func:`nucleus_stack`
 builds one from a real dsb2018-nuclei *val* image: one nucleus is given sphere-like
 cross-sections (scaled about its centre, vanishing beyond the sphere) on a background
@@ -42,8 +40,7 @@ from napari_segmentello.roi import roi_from_stroke
 from training import report
 from training.propagation import first_below, load_sequence, start_frame
 from training.propagation import main as propagation_main
-from napari_segmentello.inputs import CLICK_RADIUS, points_to_stroke
-from napari_segmentello.strokes import click_stroke, simulate_stroke
+from napari_segmentello.strokes import simulate_stroke
 
 SHAPE = (64, 80)
 REPO = Path(__file__).resolve().parents[1]
@@ -441,50 +438,6 @@ def test_a_stop_during_adaptation_ends_the_walk():
     with pytest.raises(RuntimeError, match="stopped"):
         propagate(stack, _disc((32, 40), 8), 1, refiner=refiner, refine_start=False, adapt=60.0, progress=stop)
     assert calls == [1, 1, 1]  # the start plane, then two adaptation steps; no plane after it
-
-
-# ------------------------------------------------------------------ clicks
-
-
-def test_clicks_are_discs_of_the_training_click_size():
-    stroke = points_to_stroke(np.array([[10.2, 12.7], [40, 60]]), SHAPE)
-    expected = np.zeros(SHAPE, bool)
-    for center in [(10.2, 12.7), (40, 60)]:
-        expected[disk(center, CLICK_RADIUS, shape=SHAPE)] = True
-    np.testing.assert_array_equal(stroke, expected)
-    # click_stroke's discs (radius drawn from U(3, 6)) bracket a user's click
-    sizes = []
-    for seed in range(20):
-        labels, n = ndi.label(click_stroke(_disc((32, 40), 30), np.random.default_rng(seed)))
-        sizes += ndi.sum_labels(labels > 0, labels, range(1, n + 1)).tolist()
-    one = stroke.sum() / 2
-    assert min(sizes) < one < max(sizes)
-
-
-def test_clicks_outside_are_ignored_and_tiny_radii_keep_the_pixel():
-    assert not points_to_stroke(np.zeros((0, 2)), SHAPE).any()
-    outside = points_to_stroke(np.array([[-3.0, 5.0], [10.0, 80.4], [64.0, 1.0]]), SHAPE)
-    assert not outside.any()
-    edge = points_to_stroke(np.array([[0.0, 79.4]]), SHAPE)  # rounds to the last column: inside
-    assert edge[0, 79]
-    tiny = points_to_stroke([[5.4, 6.4]], SHAPE, radius=0.2)
-    assert tiny.sum() == 1 and tiny[5, 6]
-
-
-@pytest.mark.parametrize(
-    "points, shape, radius",
-    [
-        (np.zeros(2), SHAPE, 4.0),
-        (np.zeros((3, 3)), SHAPE, 4.0),
-        (np.array([[np.nan, 1.0]]), SHAPE, 4.0),
-        (np.zeros((1, 2)), (*SHAPE, 3), 4.0),
-        (np.zeros((1, 2)), (0, 5), 4.0),
-        (np.zeros((1, 2)), SHAPE, 0.0),
-    ],
-)
-def test_bad_clicks_are_value_errors(points, shape, radius):
-    with pytest.raises(ValueError):
-        points_to_stroke(points, shape, radius)
 
 
 # ------------------------------------------------------------------ a real volume
