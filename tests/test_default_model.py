@@ -36,7 +36,12 @@ def test_default_is_bundled_first_small_object_aware_and_describes_itself():
 
 @pytest.mark.parametrize(
     ("name", "model", "context"),
-    [("fast-2026", "lite0-64", "object"), ("lite0-2026", "lite0-128", "object"), ("tiny-2025", "tiny16-128", "stroke")],
+    [
+        ("fast-2026b", "lite0-64", "object"),
+        ("fast-2026", "lite0-64", "object"),
+        ("lite0-2026", "lite0-128", "object"),
+        ("tiny-2025", "tiny16-128", "stroke"),
+    ],
 )
 def test_the_previous_defaults_stay_loadable_by_name(name, model, context):
     ckpt = load_checkpoint(WEIGHTS_DIR / f"{name}.pt")
@@ -86,12 +91,13 @@ def test_default_refines_rough_masks_better_as_priors_than_as_strokes(data_root)
     assert np.mean(gains) > 0.04  # measured +0.11 on these 40 masks (coarse +0.10, lasso +0.11)
 
 
-def test_default_continues_the_previous_default_which_is_lite0_2026_at_half_width_distilled():
-    ckpt, fast = load_checkpoint(DEFAULT), load_checkpoint(WEIGHTS_DIR / "fast-2026.pt")
-    teacher = load_checkpoint(WEIGHTS_DIR / "lite0-2026.pt")
-    assert ckpt.spec == fast.spec and (fast.spec.name, teacher.spec.name) == ("lite0-64", "lite0-128")
+def test_default_continues_the_previous_defaults_which_are_lite0_2026_at_half_width_distilled():
+    ckpt, before = load_checkpoint(DEFAULT), load_checkpoint(WEIGHTS_DIR / "fast-2026b.pt")
+    fast, teacher = load_checkpoint(WEIGHTS_DIR / "fast-2026.pt"), load_checkpoint(WEIGHTS_DIR / "lite0-2026.pt")
+    assert ckpt.spec == before.spec == fast.spec and (fast.spec.name, teacher.spec.name) == ("lite0-64", "lite0-128")
     assert ckpt.spec.extras == teacher.spec.extras
-    started = ckpt.provenance["init_checkpoint"]  # run 21 started from the weights bundled as default then
-    assert started["provenance"]["created_utc"] == fast.provenance["created_utc"]
-    assert ckpt.provenance["config"]["teacher"] is None
+    # each run started from the weights bundled as default then: run 23 from run 21, run 21 from run 12
+    assert ckpt.provenance["init_checkpoint"]["provenance"]["created_utc"] == before.provenance["created_utc"]
+    assert before.provenance["init_checkpoint"]["provenance"]["created_utc"] == fast.provenance["created_utc"]
+    assert ckpt.provenance["config"]["teacher"] is None and before.provenance["config"]["teacher"] is None
     assert fast.provenance["config"]["teacher"] == "default"  # trained while lite0-2026 was bundled as default
