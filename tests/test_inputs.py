@@ -58,12 +58,6 @@ def test_click_masks_split_clicks_into_discs_and_the_negative_clicks_own_pixels(
         click_masks([(1, 2)], shape)
 
 
-def _disc(center, radius, shape=SHAPE) -> np.ndarray:
-    mask = np.zeros(shape, bool)
-    mask[disk(center, radius, shape=shape)] = True
-    return mask
-
-
 def test_clicks_are_discs_of_the_training_click_size():
     stroke = points_to_stroke(np.array([[10.2, 12.7], [40, 60]]), SHAPE)
     expected = np.zeros(SHAPE, bool)
@@ -71,9 +65,11 @@ def test_clicks_are_discs_of_the_training_click_size():
         expected[disk(center, CLICK_RADIUS, shape=SHAPE)] = True
     np.testing.assert_array_equal(stroke, expected)
     # click_stroke's discs (radius drawn from U(3, 6)) bracket a user's click
+    obj = np.zeros(SHAPE, bool)
+    obj[disk((32, 40), 30, shape=SHAPE)] = True
     sizes = []
     for seed in range(20):
-        labels, n = ndi.label(click_stroke(_disc((32, 40), 30), np.random.default_rng(seed)))
+        labels, n = ndi.label(click_stroke(obj, np.random.default_rng(seed)))
         sizes += ndi.sum_labels(labels > 0, labels, range(1, n + 1)).tolist()
     one = stroke.sum() / 2
     assert min(sizes) < one < max(sizes)
