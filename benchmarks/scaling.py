@@ -218,6 +218,7 @@ def _row(point: dict[str, Any], first: str) -> list[str]:
     return [
         first,
         f"{point['inputs_mb']:.1f}",
+        f"{point['mask_px'] / 1e6:.2f}",
         f"{point['time_ms']['median']:.0f}",
         f"{point['set_image_ms']:.0f} + {point['predict_ms']:.0f}",
         f"{point['peak_above_baseline_mb']:.0f}",
@@ -231,11 +232,12 @@ def markdown(result: dict[str, Any]) -> str:
     model = f"`{m['label']}`" + (f" ({STAND_IN_NOTE})" if m["stand_in"] else "")
     headers = [
         "image + stroke MB",
+        "answer Mpx",
         "`refine()` ms (median)",
         "set_image + predict ms",
         "peak RSS − baseline MB",
+        "added by the call MB",
     ]
-    headers.append("added by the call MB")
     lines = [
         "### Scaling: cost follows the object, not the image",
         "",
@@ -244,7 +246,9 @@ def markdown(result: dict[str, Any]) -> str:
             f"(median of {s['repeats']} call(s)). Baseline: the same process after importing everything, loading the "
             f"model and refining a 256² warm-up image (median {result['baseline_mb']:.0f} MB RSS). "
             "*Added by the call*: peak RSS during "
-            "`refine()` minus the RSS just before it (image and stroke already allocated)."
+            "`refine()` minus the RSS just before it (image and stroke already allocated). *Answer*: the mask's "
+            "pixels. Noise has no object, so the model answers as it reads the noise: where the answer runs into "
+            "the window's edge the window grows (up to 16×), and the cost follows the answer."
         ),
         "",
         f"Image grows, stroke fixed ({s['image_sweep_stroke']}):",

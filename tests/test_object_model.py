@@ -526,6 +526,20 @@ def test_a_huge_object_costs_memory_in_proportion_to_the_working_size():
     assert peak < 100e6, f"peak traced memory {peak / 1e6:.0f} MB"
 
 
+@pytest.mark.parametrize("roi", [ROI(-40, -30, 120), ROI(50, 20, 700)], ids=["grown", "shrunk"])
+def test_a_grayscale_window_is_the_rgb_window_of_its_repeated_channel(roi):
+    """Grayscale is widened to RGB after the window is shrunk (a third of the work): the input must not change."""
+    gray = np.random.default_rng(3).integers(0, 4096, (600, 500, 1)).astype(np.uint16)
+    rgb = np.repeat(gray, 3, axis=2)
+    stroke = np.zeros(gray.shape[:2], bool)
+    stroke[200:300, 240] = True
+    lo, hi = intensity_range(gray)
+    widened = window_input(gray, roi, SPEC, lo, hi, pos=stroke)
+    direct = window_input(rgb, roi, SPEC, np.repeat(lo, 3), np.repeat(hi, 3), pos=stroke)
+    assert widened.shape == direct.shape == (len(SPEC.extras) + 3, SPEC.working_size, SPEC.working_size)
+    np.testing.assert_allclose(widened, direct, atol=1e-6)
+
+
 def test_some_earlier_masks_are_the_object_moved():
     """Propagation hands the model its neighbour's mask moved by the motion: training must show it such priors."""
     gt = _disc((200, 200), (100, 100), 40)

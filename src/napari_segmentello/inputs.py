@@ -70,15 +70,25 @@ def intensity_range(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> 
     return lo, hi
 
 
-def to_model_image(window: np.ndarray, lo: np.ndarray, hi: np.ndarray, image_channels: int) -> np.ndarray:
-    """Scale an H×W×C window to [0, 1] with (lo, hi) and map C channels to ``image_channels``.
+def scale_intensity(window: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """An H×W×C window as float32 in [0, 1] by (lo, hi) (``hi > lo``, as :func:`intensity_range` gives).
 
-    Mapping: 1 -> 3 repeats the channel; RGBA drops alpha (first three kept);
-    2 -> 3 adds their mean; C > 3 keeps the first three; anything -> 1 averages.
-    NaN/inf become 0.
+    NaN/inf become 0 (NaN, -inf) or 1 (inf); an integer image has none, so it skips that pass.
     """
-    x = (np.asarray(window, dtype=np.float32) - lo.astype(np.float32)) / (hi - lo).astype(np.float32)
-    x = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    window = np.asarray(window)
+    x = (window.astype(np.float32) - lo.astype(np.float32)) / (hi - lo).astype(np.float32)
+    if not np.issubdtype(window.dtype, np.integer) and window.dtype != bool:
+        x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+def map_channels(x: np.ndarray, image_channels: int) -> np.ndarray:
+    """Map the C channels of an H×W×C float image to ``image_channels``.
+
+    1 -> 3 repeats the channel; RGBA drops alpha (first three kept); 2 -> 3 adds their mean;
+    C > 3 keeps the first three; anything -> 1 averages. Linear per pixel, so it commutes with
+    resizing: :func:`window_input` widens a grayscale window after shrinking it, a third of the work.
+    """
     c = x.shape[2]
     if image_channels == 1:
         return x.mean(axis=2, keepdims=True) if c != 1 else x
@@ -89,6 +99,11 @@ def to_model_image(window: np.ndarray, lo: np.ndarray, hi: np.ndarray, image_cha
     if c == 2:
         return np.concatenate([x, x.mean(axis=2, keepdims=True)], axis=2)
     return np.ascontiguousarray(x[:, :, :3])
+
+
+def to_model_image(window: np.ndarray, lo: np.ndarray, hi: np.ndarray, image_channels: int) -> np.ndarray:
+    """Scale an H×W×C window to [0, 1] with (lo, hi) and map its channels to ``image_channels``."""
+    return map_channels(scale_intensity(window, lo, hi), image_channels)
 
 
 def n_channels(image_channels: int, extras: tuple[str, ...]) -> int:
@@ -173,7 +188,11 @@ def window_input(
     box, ``spec`` provides ``image_channels``, ``extras`` and ``working_size``.
     """
     size = spec.working_size
-    img = read_resized(image, roi, size, lambda block: to_model_image(block, lo, hi, spec.image_channels))
+    channels = spec.image_channels
+    if image.shape[2] < channels:  # grayscale (or 2-channel) into RGB: shrink first, then widen
+        img = map_channels(read_resized(image, roi, size, lambda block: scale_intensity(block, lo, hi)), channels)
+    else:
+        img = read_resized(image, roi, size, lambda block: to_model_image(block, lo, hi, channels))
 
     def _prompt(m: np.ndarray | None) -> np.ndarray | None:
         return None if m is None else read_prompt(m, roi, size).astype(np.float32)
