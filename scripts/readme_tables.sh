@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
-OLD=(fast-2026b fast-2026 lite0-2026 tiny-2025)  # the earlier defaults, newest first
+OLD=(fast-2026c fast-2026b lite0-2026 tiny-2025)  # the earlier defaults, newest first
 NO_BOX=tiny-2025  # a study-family model: it takes no box
 SETS_CLICKS=("coco-mini 15" "dsb2018-nuclei 40" "nuclei-histology 30" "em-isbi2012 25")
 SETS_BOX=(coco-mini dsb2018-nuclei nuclei-histology)

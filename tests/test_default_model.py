@@ -37,6 +37,7 @@ def test_default_is_bundled_first_small_object_aware_and_describes_itself():
 @pytest.mark.parametrize(
     ("name", "model", "context"),
     [
+        ("fast-2026c", "lite0-64", "object"),
         ("fast-2026b", "lite0-64", "object"),
         ("fast-2026", "lite0-64", "object"),
         ("lite0-2026", "lite0-128", "object"),
@@ -92,12 +93,14 @@ def test_default_refines_rough_masks_better_as_priors_than_as_strokes(data_root)
 
 
 def test_default_continues_the_previous_defaults_which_are_lite0_2026_at_half_width_distilled():
-    ckpt, before = load_checkpoint(DEFAULT), load_checkpoint(WEIGHTS_DIR / "fast-2026b.pt")
+    ckpt, before = load_checkpoint(DEFAULT), load_checkpoint(WEIGHTS_DIR / "fast-2026c.pt")
+    second = load_checkpoint(WEIGHTS_DIR / "fast-2026b.pt")
     fast, teacher = load_checkpoint(WEIGHTS_DIR / "fast-2026.pt"), load_checkpoint(WEIGHTS_DIR / "lite0-2026.pt")
-    assert ckpt.spec == before.spec == fast.spec and (fast.spec.name, teacher.spec.name) == ("lite0-64", "lite0-128")
-    assert ckpt.spec.extras == teacher.spec.extras
-    # each run started from the weights bundled as default then: run 23 from run 21, run 21 from run 12
-    assert ckpt.provenance["init_checkpoint"]["provenance"]["created_utc"] == before.provenance["created_utc"]
-    assert before.provenance["init_checkpoint"]["provenance"]["created_utc"] == fast.provenance["created_utc"]
-    assert ckpt.provenance["config"]["teacher"] is None and before.provenance["config"]["teacher"] is None
+    assert ckpt.spec == before.spec == second.spec == fast.spec
+    assert (fast.spec.name, teacher.spec.name) == ("lite0-64", "lite0-128") and ckpt.spec.extras == teacher.spec.extras
+    # each run started from the weights bundled as default then: run 24 from 23, 23 from 21, 21 from 12
+    for run, start in ((ckpt, before), (before, second), (second, fast)):
+        assert run.provenance["init_checkpoint"]["provenance"]["created_utc"] == start.provenance["created_utc"]
+        assert run.provenance["config"]["teacher"] is None
+    assert [c.provenance["config"]["encoder_lr_scale"] for c in (ckpt, before)] == [0.5, 0.1]  # run 24's one change
     assert fast.provenance["config"]["teacher"] == "default"  # trained while lite0-2026 was bundled as default

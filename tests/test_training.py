@@ -62,7 +62,7 @@ def weights_hash(path: Path) -> str:
 
 
 def test_every_study_config_has_the_study_settings():
-    shipped = ["default", "fast-2026b", "fast-2026", "lite0-2026", "tiny-2025"]
+    shipped = ["default", "fast-2026c", "fast-2026b", "fast-2026", "lite0-2026", "tiny-2025"]
     assert sorted(p.stem for p in CONFIGS.glob("*.toml")) == sorted([*STUDY_ROWS, *shipped])
     for stem, (model, loss) in STUDY_ROWS.items():
         cfg = load_config(CONFIGS / f"{stem}.toml")
@@ -83,8 +83,9 @@ def test_default_config_loads_and_the_previous_defaults_stay_reproducible():
     assert differ == own  # the student learns the teacher's recipe, the rest inherited through `base`
     fast = load_config(CONFIGS / "fast-2026.toml")  # the third default: runs 11-12 of default.toml's recipe
     assert {k for k, v in fast.to_dict().items() if v != cfg.to_dict()[k]} == {"name"}
-    fourth = load_config(CONFIGS / "fast-2026b.toml")  # the fourth default: run 21, the same recipe continued
-    assert {k for k, v in fourth.to_dict().items() if v != cfg.to_dict()[k]} == {"name"}
+    for later in ("fast-2026b", "fast-2026c"):  # the fourth and fifth defaults: runs 21 and 23, the recipe continued
+        continued = load_config(CONFIGS / f"{later}.toml")
+        assert {k for k, v in continued.to_dict().items() if v != cfg.to_dict()[k]} == {"name"}
     old = load_config(CONFIGS / "tiny-2025.toml")
     assert (old.model, old.loss, old.lr, old.epochs, old.patience) == ("tiny16-128", "bce-dice-bound", 1e-3, 50, 5)
     assert old.spec["extras"] == ("pos", "neg", "prev") and old.correction_prob > 0
